@@ -1,0 +1,32 @@
+# Two commands from a fresh clone: `make run` and `make test`. Needs Python 3.11+ and make.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+
+.PHONY: install run test lint migrate
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+# A development .env, made once: DEBUG on and a random SECRET_KEY that survives restarts.
+.env:
+	$(BIN)/python scripts/make_dev_env.py
+
+migrate: install .env
+	$(BIN)/python manage.py migrate
+
+run: migrate
+	$(BIN)/python -m uvicorn app:app --host $(HOST) --port $(PORT) --no-access-log
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .

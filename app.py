@@ -1,0 +1,70 @@
+"""The ASGI application: `uvicorn app:app`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route
+from tortoise.contrib.starlette import RegisterTortoise
+
+import settings
+from apps.core.errors import EXCEPTION_HANDLERS
+from apps.core.logs import configure_logging
+from apps.user import passwords
+from apps.user.urls import routes as user_routes
+from middleware import (
+    JWTAuthenticationBackend,
+    ProblemTrustedHostMiddleware,
+    RequestContextMiddleware,
+    authentication_failed,
+)
+
+
+async def health(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+def create_app(tortoise_config: dict | None = None) -> Starlette:
+    """Build the app; `tortoise_config` defaults to settings.TORTOISE_ORM (tests pass their own)."""
+    configure_logging()
+    config = tortoise_config or settings.TORTOISE_ORM
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with RegisterTortoise(app, config=config):
+            yield
+        passwords.shutdown()
+
+    middleware = [
+        Middleware(RequestContextMiddleware),
+        Middleware(ProblemTrustedHostMiddleware, allowed_hosts=settings.ALLOWED_HOSTS),
+        Middleware(
+            CORSMiddleware,
+            allow_origins=settings.CORS_ALLOWED_ORIGINS,
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After", "WWW-Authenticate"],
+            # Bearer tokens, not cookies: browsers need no credentialed CORS.
+            allow_credentials=False,
+            max_age=600,
+        ),
+        Middleware(AuthenticationMiddleware, backend=JWTAuthenticationBackend(), on_error=authentication_failed),
+    ]
+    routes = [
+        Route("/health", health, methods=["GET"]),
+        Mount("/user", routes=user_routes),
+    ]
+    # debug=False always: errors.py renders tracebacks itself, as problem+json, when DEBUG is on.
+    return Starlette(
+        debug=False, routes=routes, middleware=middleware, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan
+    )
+
+
+app = create_app()

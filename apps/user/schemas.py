@@ -1,0 +1,103 @@
+"""Request and response bodies. Unknown fields are refused (extra="forbid"), never ignored."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Self
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, EmailStr, model_validator
+
+import settings
+from apps.user.models import normalize_email, normalize_username
+
+# Django's UnicodeUsernameValidator: letters, digits and @ . + - _
+USERNAME_PATTERN = re.compile(r"^[\w.@+-]+\Z")
+
+
+def _check_username(value: str) -> str:
+    value = normalize_username(value)
+    if not 1 <= len(value) <= 150:
+        raise ValueError("Enter a username of 1 to 150 characters.")
+    if not USERNAME_PATTERN.match(value):
+        raise ValueError("Use only letters, digits and @ . + - _ in a username.")
+    return value
+
+
+def _check_password(value: str) -> str:
+    # Length only, no composition rules (NIST SP 800-63B). The cap is checked here, before any hashing.
+    if len(value) < settings.PASSWORD_MIN_LENGTH:
+        raise ValueError(f"Use at least {settings.PASSWORD_MIN_LENGTH} characters.")
+    if len(value) > settings.PASSWORD_MAX_LENGTH:
+        raise ValueError(f"Use at most {settings.PASSWORD_MAX_LENGTH} characters.")
+    return value
+
+
+def _strip_email(value: object) -> object:
+    return normalize_email(value) if isinstance(value, str) else value
+
+
+Username = Annotated[str, AfterValidator(_check_username)]
+Email = Annotated[EmailStr, BeforeValidator(_strip_email), AfterValidator(normalize_email)]
+NewPassword = Annotated[str, AfterValidator(_check_password)]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_max_length=4096)
+
+
+class RegisterIn(Body):
+    username: Username
+    email: Email
+    password: NewPassword
+
+
+class LoginIn(Body):
+    email: str | None = None
+    username: str | None = None
+    # Not length-checked beyond the body limit's sanity cap: a login must not reveal the policy.
+    password: str
+
+    @model_validator(mode="after")
+    def one_identifier(self) -> Self:
+        if (self.email is None) == (self.username is None):
+            raise ValueError("Send either email or username, not both and not neither.")
+        return self
+
+
+class RefreshIn(Body):
+    refresh_token: str
+
+
+class ProfileUpdateIn(Body):
+    username: Username | None = None
+    email: Email | None = None
+
+
+class PasswordChangeIn(Body):
+    current_password: str
+    new_password: NewPassword
+
+
+class AccountDeleteIn(Body):
+    password: str
+
+
+class UserOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    username: str
+    email: str
+    is_active: bool
+    is_staff: bool
+    date_joined: datetime
+    last_login: datetime | None
+
+
+class TokenPairOut(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: str = "Bearer"
+    expires_in: int
+    user: UserOut

@@ -1,0 +1,265 @@
+"""Account rules: the only module that writes users and sessions. Views call these; nothing else does.
+
+Every function takes plain values and returns models or raises a `Problem`; none knows about HTTP
+requests, so `manage.py` commands can call them too.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
+
+import settings
+from apps.core.errors import BEARER_CHALLENGE, Conflict, Problem, ValidationFailed
+from apps.user import passwords, tokens
+from apps.user.models import RefreshToken, Session, User, normalize_email, username_key
+
+
+class InvalidCredentials(Problem):
+    status, code, title = 401, "invalid_credentials", "Invalid credentials"
+    detail = "The email or password is wrong."
+    headers = {"WWW-Authenticate": BEARER_CHALLENGE}
+
+
+class InvalidRefreshToken(Problem):
+    status, code, title = 401, "invalid_refresh_token", "Invalid refresh token"
+    # One answer for unknown, spent, expired and revoked: a thief learns nothing from it.
+    detail = "The refresh token is invalid, expired or already used. Log in again."
+    headers = {"WWW-Authenticate": BEARER_CHALLENGE}
+
+
+def wrong_password(field: str) -> ValidationFailed:
+    return ValidationFailed(errors=[{"field": field, "message": "The password is wrong."}])
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    """Who is logging in from where; recorded on the session for the user's device list."""
+
+    user_agent: str = ""
+    ip_address: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedTokens:
+    user: User
+    session_id: str
+    access_token: str
+    refresh_token: str
+    expires_in: int
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def _conflict_for(username: str | None, email: str | None) -> Conflict:
+    """Name the taken field(s) after a unique index refused an insert or update."""
+    errors = []
+    if username is not None and await User.filter(username_key=username_key(username)).exists():
+        errors.append({"field": "username", "message": "This username is already taken."})
+    if email is not None and await User.filter(email=normalize_email(email)).exists():
+        errors.append({"field": "email", "message": "An account with this email already exists."})
+    return Conflict("The username or email is already taken.", errors=errors or None)
+
+
+async def _start_session(user: User, client: Client, now: datetime) -> IssuedTokens:
+    """Open a session for `user` and set last_login; call inside a transaction."""
+    session = await Session.create(
+        id=uuid.uuid4(),
+        user=user,
+        last_used_at=now,
+        expires_at=now + timedelta(seconds=settings.REFRESH_TOKEN_LIFETIME),
+        user_agent=client.user_agent[:512],
+        ip_address=client.ip_address,
+    )
+    refresh = tokens.new_refresh_token()
+    await RefreshToken.create(session=session, digest=tokens.refresh_token_digest(refresh))
+    user.last_login = now
+    await user.save(update_fields=["last_login"])
+    return _issue(user, str(session.id), refresh, now)
+
+
+def _issue(user: User, session_id: str, refresh: str, now: datetime) -> IssuedTokens:
+    return IssuedTokens(
+        user=user,
+        session_id=session_id,
+        access_token=tokens.issue_access_token(user.id, session_id, now=now),
+        refresh_token=refresh,
+        expires_in=settings.ACCESS_TOKEN_LIFETIME,
+    )
+
+
+async def register(username: str, email: str, password: str, client: Client) -> IssuedTokens:
+    """Create an account and log it in.
+
+    No look-up first: the unique indexes decide, so two concurrent registrations cannot both win.
+
+    Raises:
+        Conflict: 409, the username or email is taken (case-insensitively).
+    """
+    password_hash = await passwords.hash_password(password)
+    try:
+        async with in_transaction():
+            user = await User.create(
+                username=username,
+                username_key=username_key(username),
+                email=normalize_email(email),
+                password=password_hash,
+            )
+            return await _start_session(user, client, user.date_joined)
+    except IntegrityError:
+        raise await _conflict_for(username, email) from None
+
+
+async def authenticate(password: str, *, email: str | None = None, username: str | None = None) -> User:
+    """The active user with these credentials; the hash is upgraded if the policy moved on.
+
+    Unknown account, wrong password and inactive account fail alike, in the same time.
+
+    Raises:
+        InvalidCredentials: 401, whatever the reason.
+    """
+    if email is not None:
+        user = await User.get_or_none(email=normalize_email(email))
+    else:
+        user = await User.get_or_none(username_key=username_key(username or ""))
+    if user is None:
+        await passwords.burn_password_check(password)
+        raise InvalidCredentials()
+    matches, upgraded_hash = await passwords.verify_password(password, user.password)
+    if not matches or not user.is_active:
+        raise InvalidCredentials()
+    if upgraded_hash:
+        # Only the password column, and only if nobody changed it meanwhile.
+        await User.filter(id=user.id, password=user.password).update(password=upgraded_hash)
+        user.password = upgraded_hash
+    return user
+
+
+async def login(password: str, client: Client, *, email: str | None = None, username: str | None = None) -> IssuedTokens:
+    user = await authenticate(password, email=email, username=username)
+    async with in_transaction():
+        return await _start_session(user, client, _now())
+
+
+async def rotate_refresh_token(refresh_token: str, client: Client) -> IssuedTokens:
+    """Spend `refresh_token` and return a new pair for the same session.
+
+    The token is claimed by one conditional UPDATE (used_at IS NULL), so of concurrent refreshes with
+    one token at most one wins. Presenting a spent token again is taken as theft: the whole session
+    ends, the thief's tokens and the victim's alike (OAuth 2.0 Security BCP, refresh token rotation).
+
+    Raises:
+        InvalidRefreshToken: 401, unknown, spent, expired or revoked.
+    """
+    digest = tokens.refresh_token_digest(refresh_token)
+    now = _now()
+    async with in_transaction():
+        claimed = await RefreshToken.filter(digest=digest, used_at=None).update(used_at=now)
+        row = await RefreshToken.get_or_none(digest=digest).select_related("session__user")
+        if row is None:
+            issued = None
+        elif not claimed:
+            await _end_sessions(Session.filter(id=row.session.id), "refresh_token_reused", now)
+            issued = None
+        else:
+            session, user = row.session, row.session.user
+            if session.revoked_at is not None or session.expires_at <= now or not user.is_active:
+                issued = None
+            else:
+                session.last_used_at = now
+                session.expires_at = now + timedelta(seconds=settings.REFRESH_TOKEN_LIFETIME)
+                session.ip_address = client.ip_address
+                await session.save(update_fields=["last_used_at", "expires_at", "ip_address"])
+                refresh = tokens.new_refresh_token()
+                await RefreshToken.create(session=session, digest=tokens.refresh_token_digest(refresh))
+                issued = _issue(user, str(session.id), refresh, now)
+    # Raised after the transaction so that ending a replayed session is committed, not rolled back.
+    if issued is None:
+        raise InvalidRefreshToken()
+    return issued
+
+
+async def _end_sessions(sessions, reason: str, now: datetime) -> int:
+    return await sessions.filter(revoked_at=None).update(revoked_at=now, revoked_reason=reason)
+
+
+async def logout(session_id: str) -> None:
+    """End one session: its refresh token and every access token it issued are refused from now on."""
+    await _end_sessions(Session.filter(id=session_id), "logout", _now())
+
+
+async def end_all_sessions(user_id: int, reason: str, *, except_session_id: str | None = None) -> int:
+    sessions = Session.filter(user_id=user_id)
+    if except_session_id is not None:
+        sessions = sessions.exclude(id=except_session_id)
+    return await _end_sessions(sessions, reason, _now())
+
+
+async def authenticated_user(user_id: int, session_id: str) -> User | None:
+    """The user behind an access token, if its session is live and the account active.
+
+    One indexed query per authenticated request: it is what makes logout, password change,
+    deactivation and deletion refuse the session's access tokens at once, in every worker.
+    """
+    return await User.filter(
+        id=user_id,
+        is_active=True,
+        sessions__id=session_id,
+        sessions__revoked_at__isnull=True,
+        sessions__expires_at__gt=_now(),
+    ).first()
+
+
+async def update_profile(user: User, *, username: str | None = None, email: str | None = None) -> User:
+    """Change username and/or email.
+
+    Raises:
+        Conflict: 409, the new username or email belongs to another account.
+    """
+    changed = []
+    if username is not None and username != user.username:
+        user.username, user.username_key = username, username_key(username)
+        changed += ["username", "username_key"]
+    if email is not None and normalize_email(email) != user.email:
+        user.email = normalize_email(email)
+        changed.append("email")
+    if changed:
+        try:
+            await user.save(update_fields=changed)
+        except IntegrityError:
+            raise await _conflict_for(username, email) from None
+    return user
+
+
+async def change_password(user: User, current_password: str, new_password: str, *, keep_session_id: str) -> None:
+    """Set a new password and end every other session of the user.
+
+    Raises:
+        ValidationFailed: 422, `current_password` is wrong.
+    """
+    matches, _ = await passwords.verify_password(current_password, user.password)
+    if not matches:
+        raise wrong_password("current_password")
+    new_hash = await passwords.hash_password(new_password)
+    async with in_transaction():
+        await User.filter(id=user.id).update(password=new_hash)
+        await end_all_sessions(user.id, "password_changed", except_session_id=keep_session_id)
+    user.password = new_hash
+
+
+async def delete_account(user: User, password: str) -> None:
+    """Delete the account; its sessions go with it (ON DELETE CASCADE), so its tokens die at once.
+
+    Raises:
+        ValidationFailed: 422, `password` is wrong.
+    """
+    matches, _ = await passwords.verify_password(password, user.password)
+    if not matches:
+        raise wrong_password("password")
+    await User.filter(id=user.id).delete()

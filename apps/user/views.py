@@ -1,0 +1,90 @@
+"""User endpoints: parse -> service -> response. The rules live in services.py."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from apps.core.permissions import login_required
+from apps.core.requests import read_json
+from apps.user import services
+from apps.user.schemas import (
+    AccountDeleteIn,
+    LoginIn,
+    PasswordChangeIn,
+    ProfileUpdateIn,
+    RefreshIn,
+    RegisterIn,
+    TokenPairOut,
+    UserOut,
+)
+
+
+def _client(request: Request) -> services.Client:
+    # Behind nginx, uvicorn's --proxy-headers puts the real client address in request.client.
+    return services.Client(
+        user_agent=request.headers.get("user-agent", ""),
+        ip_address=request.client.host if request.client else None,
+    )
+
+
+def _user_json(user) -> dict:
+    return UserOut.model_validate(user).model_dump(mode="json")
+
+
+def _tokens_response(issued: services.IssuedTokens, status_code: int = 200) -> JSONResponse:
+    body = TokenPairOut(
+        access_token=issued.access_token,
+        refresh_token=issued.refresh_token,
+        expires_in=issued.expires_in,
+        user=UserOut.model_validate(issued.user),
+    ).model_dump(mode="json")
+    # Token responses must never be cached (RFC 6749 section 5.1).
+    return JSONResponse(body, status_code=status_code, headers={"Cache-Control": "no-store"})
+
+
+async def register(request: Request) -> Response:
+    data = await read_json(request, RegisterIn)
+    issued = await services.register(data.username, data.email, data.password, _client(request))
+    return _tokens_response(issued, status_code=201)
+
+
+async def login(request: Request) -> Response:
+    data = await read_json(request, LoginIn)
+    issued = await services.login(data.password, _client(request), email=data.email, username=data.username)
+    return _tokens_response(issued)
+
+
+async def refresh_token(request: Request) -> Response:
+    data = await read_json(request, RefreshIn)
+    issued = await services.rotate_refresh_token(data.refresh_token, _client(request))
+    return _tokens_response(issued)
+
+
+@login_required
+async def logout(request: Request) -> Response:
+    await services.logout(request.user.session_id)
+    return Response(status_code=204)
+
+
+@login_required
+async def me(request: Request) -> Response:
+    account = request.user.account
+    if request.method == "GET":
+        return JSONResponse(_user_json(account))
+    if request.method == "PATCH":
+        data = await read_json(request, ProfileUpdateIn)
+        account = await services.update_profile(account, username=data.username, email=data.email)
+        return JSONResponse(_user_json(account))
+    data = await read_json(request, AccountDeleteIn)
+    await services.delete_account(account, data.password)
+    return Response(status_code=204)
+
+
+@login_required
+async def change_password(request: Request) -> Response:
+    data = await read_json(request, PasswordChangeIn)
+    await services.change_password(
+        request.user.account, data.current_password, data.new_password, keep_session_id=request.user.session_id
+    )
+    return Response(status_code=204)

@@ -1,0 +1,152 @@
+"""Settings, Django style: the only module that reads the environment and `.env`.
+
+Every setting is an UPPER_SNAKE module attribute, read once at import. Bad configuration fails here,
+at start-up, with a message naming the setting, never later inside a request. Code reads settings as
+`settings.NAME` at call time, so tests can override one attribute.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from dotenv import load_dotenv
+
+BASE_DIR = Path(__file__).resolve().parent
+
+# The real environment wins over .env, as with Django's django-environ and twelve-factor apps.
+load_dotenv(BASE_DIR / ".env", override=False)
+
+
+class ImproperlyConfigured(Exception):
+    """A setting is missing or invalid; the service refuses to start."""
+
+
+def _str(name: str, default: str = "") -> str:
+    # An empty value (as in .env.example) means "not set": the default applies.
+    return os.environ.get(name, "").strip() or default
+
+
+def _bool(name: str, default: bool) -> bool:
+    raw = _str(name)
+    if not raw:
+        return default
+    lowered = raw.lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be true or false, not {raw!r}")
+
+
+def _int(name: str, default: int, *, minimum: int = 0) -> int:
+    raw = _str(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, not {raw!r}") from None
+    if value < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
+def _list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in _str(name, default).split(",") if item.strip()]
+
+
+DEBUG = _bool("DEBUG", False)
+LOG_LEVEL = _str("LOG_LEVEL", "INFO").upper()
+
+# --- secrets -------------------------------------------------------------------------------------
+# The value shipped in .env.example; a deployment that kept it would sign tokens anyone can forge.
+EXAMPLE_SECRET_KEY = "change-me-to-a-long-random-string"
+SECRET_KEY_MIN_LENGTH = 32
+
+
+def _secret_key(name: str, value: str) -> str:
+    if value == EXAMPLE_SECRET_KEY or "change-me" in value:
+        raise ImproperlyConfigured(f"{name} is the example value from .env.example; generate a real one")
+    if len(value) < SECRET_KEY_MIN_LENGTH:
+        raise ImproperlyConfigured(
+            f"{name} is {len(value)} characters; use at least {SECRET_KEY_MIN_LENGTH} "
+            '(python -c "import secrets; print(secrets.token_urlsafe(50))")'
+        )
+    return value
+
+
+_raw_secret = _str("SECRET_KEY")
+if _raw_secret:
+    SECRET_KEY = _secret_key("SECRET_KEY", _raw_secret)
+elif DEBUG:
+    # Development only: a per-process key, so tokens die with the process. `make run` writes a stable
+    # one into .env instead.
+    SECRET_KEY = secrets.token_urlsafe(50)
+else:
+    raise ImproperlyConfigured("SECRET_KEY is not set; it has no default outside DEBUG (see .env.example)")
+
+# Older keys still accepted when verifying tokens, newest first, so a key can be rotated without
+# logging everybody out (Django's SECRET_KEY_FALLBACKS).
+SECRET_KEY_FALLBACKS = [_secret_key("SECRET_KEY_FALLBACKS", key) for key in _list("SECRET_KEY_FALLBACKS")]
+
+# --- HTTP ----------------------------------------------------------------------------------------
+ALLOWED_HOSTS = _list("ALLOWED_HOSTS", "localhost,127.0.0.1")
+if not ALLOWED_HOSTS:
+    raise ImproperlyConfigured("ALLOWED_HOSTS is empty; list the host names this service answers to")
+
+CORS_ALLOWED_ORIGINS = _list("CORS_ALLOWED_ORIGINS")
+if "*" in CORS_ALLOWED_ORIGINS:
+    raise ImproperlyConfigured("CORS_ALLOWED_ORIGINS must list origins explicitly; '*' is refused")
+for _origin in CORS_ALLOWED_ORIGINS:
+    _parts = urlsplit(_origin)
+    if _parts.scheme not in {"http", "https"} or not _parts.netloc or _parts.path not in {"", "/"}:
+        raise ImproperlyConfigured(f"CORS_ALLOWED_ORIGINS entry {_origin!r} is not an origin like https://app.example.com")
+
+MAX_BODY_SIZE = _int("MAX_BODY_SIZE", 64 * 1024, minimum=1024)
+
+# --- database ------------------------------------------------------------------------------------
+DATABASE_URL = _str("DATABASE_URL", f"sqlite://{BASE_DIR / 'db.sqlite3'}")
+if urlsplit(DATABASE_URL).scheme not in {"sqlite", "postgres", "postgresql", "asyncpg"}:
+    raise ImproperlyConfigured("DATABASE_URL must be sqlite://<path> or postgres://user@host:port/db")
+
+
+def tortoise_config(database_url: str) -> dict:
+    """The Tortoise ORM configuration for one database; tests build theirs with it too."""
+    return {
+        "connections": {"default": database_url},
+        "apps": {
+            "user": {
+                "models": ["apps.user.models"],
+                "default_connection": "default",
+                "migrations": "apps.user.migrations",
+            },
+        },
+        "use_tz": True,
+        "timezone": "UTC",
+    }
+
+
+TORTOISE_ORM = tortoise_config(DATABASE_URL)
+
+# --- tokens --------------------------------------------------------------------------------------
+# Only HMAC algorithms: the signing key is SECRET_KEY. Pinned, so a token's own header never chooses.
+JWT_ALGORITHM = _str("JWT_ALGORITHM", "HS256")
+if JWT_ALGORITHM not in {"HS256", "HS384", "HS512"}:
+    raise ImproperlyConfigured(f"JWT_ALGORITHM must be HS256, HS384 or HS512, not {JWT_ALGORITHM!r}")
+JWT_ISSUER = _str("JWT_ISSUER", "authservice")
+JWT_AUDIENCE = _str("JWT_AUDIENCE", "authservice")
+ACCESS_TOKEN_LIFETIME = _int("ACCESS_TOKEN_LIFETIME", 15 * 60, minimum=30)  # seconds
+REFRESH_TOKEN_LIFETIME = _int("REFRESH_TOKEN_LIFETIME", 14 * 24 * 3600, minimum=60)  # seconds, sliding
+
+# --- passwords -----------------------------------------------------------------------------------
+# argon2id at OWASP's recommended minimum (m=19 MiB, t=2, p=1).
+PASSWORD_HASHER_MEMORY_COST = _int("PASSWORD_HASHER_MEMORY_COST", 19456, minimum=8)  # KiB
+PASSWORD_HASHER_TIME_COST = _int("PASSWORD_HASHER_TIME_COST", 2, minimum=1)
+PASSWORD_HASHER_PARALLELISM = _int("PASSWORD_HASHER_PARALLELISM", 1, minimum=1)
+# Threads that hash: argon2-cffi releases the GIL, so hashing runs beside the event loop, not on it.
+PASSWORD_HASHER_THREADS = _int("PASSWORD_HASHER_THREADS", min(4, os.cpu_count() or 1), minimum=1)
+PASSWORD_MIN_LENGTH = 8
+PASSWORD_MAX_LENGTH = _int("PASSWORD_MAX_LENGTH", 128, minimum=64)
