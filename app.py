@@ -55,7 +55,9 @@ def create_app(tortoise_config: dict | None = None) -> Starlette:
             allow_credentials=False,
             max_age=600,
         ),
-        Middleware(AuthenticationMiddleware, backend=JWTAuthenticationBackend(), on_error=authentication_failed),
+        Middleware(
+            AuthenticationMiddleware, backend=JWTAuthenticationBackend(), on_error=authentication_failed
+        ),
     ]
     routes = [
         Route("/health", health, methods=["GET"]),
@@ -63,7 +65,11 @@ def create_app(tortoise_config: dict | None = None) -> Starlette:
     ]
     # debug=False always: errors.py renders tracebacks itself, as problem+json, when DEBUG is on.
     return Starlette(
-        debug=False, routes=routes, middleware=middleware, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan
+        debug=False,
+        routes=routes,
+        middleware=middleware,
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
     )
 
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Django-style command line: `python manage.py <command> [options]`.
 
-    migrate           apply Tortoise migrations to DATABASE_URL
-    makemigrations    write new migrations for model changes (apps/<app>/migrations/)
-    showmigrations    list the migrations applied to DATABASE_URL
+migrate           apply Tortoise migrations to DATABASE_URL
+makemigrations    write new migrations for model changes (apps/<app>/migrations/)
+showmigrations    list the migrations applied to DATABASE_URL
 """
 
 from __future__ import annotations
@@ -22,11 +22,36 @@ def _context() -> tortoise_cli.CLIContext:
 
 
 async def _migrate(args: argparse.Namespace) -> None:
-    await tortoise_cli.migrate(_context(), args.app_label, args.migration_name, fake=args.fake, dry_run=args.plan)
+    await tortoise_cli.migrate(
+        _context(), args.app_label, args.migration_name, fake=args.fake, dry_run=args.plan
+    )
 
 
 async def _makemigrations(args: argparse.Namespace) -> None:
+    if args.check:
+        await _check_migrations(args.app_label)
+        return
     await tortoise_cli.makemigrations(_context(), tuple(args.app_label), empty=args.empty, name=args.name)
+
+
+async def _check_migrations(app_labels: list[str]) -> None:
+    """Django's `makemigrations --check`: fail if the models have changes no migration records."""
+    import settings
+    from tortoise.context import TortoiseContext
+    from tortoise.migrations.autodetector import MigrationAutodetector
+
+    apps = {
+        label: cfg
+        for label, cfg in settings.TORTOISE_ORM["apps"].items()
+        if not app_labels or label in app_labels
+    }
+    async with TortoiseContext() as ctx:
+        await ctx.init(config=settings.TORTOISE_ORM)
+        writers = await MigrationAutodetector(ctx.apps, apps).changes()
+    if writers:
+        names = ", ".join(f"{w.app_label}.{w.name}" for w in writers)
+        raise CLIError(f"models have changes without a migration (would create {names}); run makemigrations")
+    print("No changes detected")
 
 
 async def _showmigrations(args: argparse.Namespace) -> None:
@@ -34,13 +59,16 @@ async def _showmigrations(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="manage.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="manage.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", metavar="<command>", required=True)
 
     migrate = commands.add_parser("migrate", help="apply migrations")
     migrate.add_argument("app_label", nargs="?", help="only this app")
-    migrate.add_argument("migration_name", nargs="?", help="migrate to this migration (forwards or backwards)")
+    migrate.add_argument(
+        "migration_name", nargs="?", help="migrate to this migration (forwards or backwards)"
+    )
     migrate.add_argument("--fake", action="store_true", help="mark as applied without running them")
     migrate.add_argument("--plan", action="store_true", help="show what would run, change nothing")
     migrate.set_defaults(run=_migrate)
@@ -49,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("app_label", nargs="*", help="only these apps")
     make.add_argument("--empty", action="store_true", help="an empty migration to fill by hand")
     make.add_argument("-n", "--name", help="name of the migration")
+    make.add_argument(
+        "--check", action="store_true", help="exit non-zero if a migration is missing; write nothing"
+    )
     make.set_defaults(run=_makemigrations)
 
     show = commands.add_parser("showmigrations", help="list applied migrations")

@@ -90,8 +90,12 @@ class ProblemTrustedHostMiddleware(TrustedHostMiddleware):
             if scope.get("host_checked"):
                 await send(message)
             elif message["type"] == "http.response.start":
-                response = problem_response(400, "invalid_host", "Invalid host header",
-                                            "This host name is not served here (ALLOWED_HOSTS).")
+                response = problem_response(
+                    400,
+                    "invalid_host",
+                    "Invalid host header",
+                    "This host name is not served here (ALLOWED_HOSTS).",
+                )
                 await response(scope, receive, send)
 
         await super().__call__(scope, receive, refuse_as_problem)

@@ -63,7 +63,7 @@ LOG_LEVEL = _str("LOG_LEVEL", "INFO").upper()
 
 # --- secrets -------------------------------------------------------------------------------------
 # The value shipped in .env.example; a deployment that kept it would sign tokens anyone can forge.
-EXAMPLE_SECRET_KEY = "change-me-to-a-long-random-string"
+EXAMPLE_SECRET_KEY = "change-me-to-a-long-random-string"  # noqa: S105 (the refused value)
 SECRET_KEY_MIN_LENGTH = 32
 
 
@@ -103,7 +103,9 @@ if "*" in CORS_ALLOWED_ORIGINS:
 for _origin in CORS_ALLOWED_ORIGINS:
     _parts = urlsplit(_origin)
     if _parts.scheme not in {"http", "https"} or not _parts.netloc or _parts.path not in {"", "/"}:
-        raise ImproperlyConfigured(f"CORS_ALLOWED_ORIGINS entry {_origin!r} is not an origin like https://app.example.com")
+        raise ImproperlyConfigured(
+            f"CORS_ALLOWED_ORIGINS entry {_origin!r} is not an origin like https://app.example.com"
+        )
 
 MAX_BODY_SIZE = _int("MAX_BODY_SIZE", 64 * 1024, minimum=1024)
 

@@ -27,6 +27,7 @@ os.environ.update(
 import asyncpg  # noqa: E402
 import httpx  # noqa: E402
 import pytest  # noqa: E402
+from tortoise.backends.base.executor import EXECUTOR_CACHE  # noqa: E402
 
 import settings  # noqa: E402
 from app import create_app  # noqa: E402
@@ -81,9 +82,13 @@ def backend(database_url) -> str:
 
 @pytest.fixture(scope="session")
 async def app(database_url):
+    # Tortoise caches each model's INSERT/DELETE SQL per connection *name* for the life of the process;
+    # this suite switches one name from SQLite to PostgreSQL, so the cache must not outlive a backend.
+    EXECUTOR_CACHE.clear()
     application = create_app(settings.tortoise_config(database_url))
     async with application.router.lifespan_context(application):
         yield application
+    EXECUTOR_CACHE.clear()
 
 
 @pytest.fixture
@@ -97,7 +102,9 @@ def unique(prefix: str = "u") -> str:
     return f"{prefix}{uuid.uuid4().hex[:10]}"
 
 
-async def register(client, username: str | None = None, email: str | None = None, password: str = PASSWORD) -> dict:
+async def register(
+    client, username: str | None = None, email: str | None = None, password: str = PASSWORD
+) -> dict:
     username = username or unique()
     email = email or f"{username}@example.com"
     r = await client.post("/user/register", json={"username": username, "email": email, "password": password})

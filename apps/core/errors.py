@@ -64,10 +64,8 @@ class InvalidToken(Problem):
     def __init__(self, detail: str | None = None) -> None:
         # RFC 6750 section 3: the challenge names the error; the description is for people.
         description = (detail or self.detail).replace('"', "'")
-        super().__init__(
-            detail,
-            headers={"WWW-Authenticate": f'{BEARER_CHALLENGE}, error="invalid_token", error_description="{description}"'},
-        )
+        challenge = f'{BEARER_CHALLENGE}, error="invalid_token", error_description="{description}"'
+        super().__init__(detail, headers={"WWW-Authenticate": challenge})
 
 
 class PermissionDenied(Problem):
@@ -114,7 +112,9 @@ def problem_response(
 
 
 def problem_from(exc: Problem) -> JSONResponse:
-    return problem_response(exc.status, exc.code, exc.title, exc.detail, errors=exc.errors, headers=exc.headers)
+    return problem_response(
+        exc.status, exc.code, exc.title, exc.detail, errors=exc.errors, headers=exc.headers
+    )
 
 
 async def handle_problem(request: Request, exc: Exception) -> Response:

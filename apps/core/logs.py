@@ -12,21 +12,25 @@ request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 
+_base_factory = logging.getLogRecordFactory()
 
-class RequestIdFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = request_id_var.get()
-        return True
+
+def _record_with_request_id(*args, **kwargs) -> logging.LogRecord:
+    # A record factory rather than a handler filter: every record carries the id, whichever handler
+    # (ours, uvicorn's, a test's) formats it.
+    record = _base_factory(*args, **kwargs)
+    record.request_id = request_id_var.get()
+    return record
 
 
 def configure_logging() -> None:
     """One handler on the root logger; idempotent, so create_app() may run more than once (tests)."""
+    logging.setLogRecordFactory(_record_with_request_id)
     root = logging.getLogger()
     root.setLevel(settings.LOG_LEVEL)
     if any(getattr(h, "_authservice", False) for h in root.handlers):
         return
     handler = logging.StreamHandler()
     handler._authservice = True  # type: ignore[attr-defined]
-    handler.addFilter(RequestIdFilter())
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root.addHandler(handler)

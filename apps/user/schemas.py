@@ -6,7 +6,15 @@ import re
 from datetime import datetime
 from typing import Annotated, Self
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, EmailStr, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    EmailStr,
+    field_validator,
+    model_validator,
+)
 
 import settings
 from apps.user.models import normalize_email, normalize_username
@@ -70,8 +78,17 @@ class RefreshIn(Body):
 
 
 class ProfileUpdateIn(Body):
+    """PATCH semantics: an absent field is left alone; null is not a value either field can take."""
+
     username: Username | None = None
     email: Email | None = None
+
+    @field_validator("username", "email", mode="before")
+    @classmethod
+    def not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("This field cannot be null; leave it out to keep the current value.")
+        return value
 
 
 class PasswordChangeIn(Body):
@@ -98,6 +115,6 @@ class UserOut(BaseModel):
 class TokenPairOut(BaseModel):
     access_token: str
     refresh_token: str
-    token_type: str = "Bearer"
+    token_type: str = "Bearer"  # noqa: S105 (RFC 6750 scheme name)
     expires_in: int
     user: UserOut

@@ -141,7 +141,9 @@ async def authenticate(password: str, *, email: str | None = None, username: str
     return user
 
 
-async def login(password: str, client: Client, *, email: str | None = None, username: str | None = None) -> IssuedTokens:
+async def login(
+    password: str, client: Client, *, email: str | None = None, username: str | None = None
+) -> IssuedTokens:
     user = await authenticate(password, email=email, username=username)
     async with in_transaction():
         return await _start_session(user, client, _now())
@@ -237,7 +239,9 @@ async def update_profile(user: User, *, username: str | None = None, email: str 
     return user
 
 
-async def change_password(user: User, current_password: str, new_password: str, *, keep_session_id: str) -> None:
+async def change_password(
+    user: User, current_password: str, new_password: str, *, keep_session_id: str
+) -> None:
     """Set a new password and end every other session of the user.
 
     Raises:
@@ -251,6 +255,13 @@ async def change_password(user: User, current_password: str, new_password: str, 
         await User.filter(id=user.id).update(password=new_hash)
         await end_all_sessions(user.id, "password_changed", except_session_id=keep_session_id)
     user.password = new_hash
+
+
+async def deactivate(user_id: int) -> None:
+    """Lock an account out: it cannot log in, and its sessions end at once (for staff tools)."""
+    async with in_transaction():
+        await User.filter(id=user_id).update(is_active=False)
+        await end_all_sessions(user_id, "deactivated")
 
 
 async def delete_account(user: User, password: str) -> None:

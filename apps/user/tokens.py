@@ -20,7 +20,7 @@ import jwt
 
 import settings
 
-ACCESS_TOKEN_TYPE = "access"
+ACCESS_TOKEN_TYPE = "access"  # noqa: S105 (a claim value, not a secret)
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "jti", "iss", "aud", "sid", "token_type"]
 
 
@@ -49,7 +49,9 @@ def issue_access_token(user_id: int, session_id: str, *, now: datetime | None = 
         "exp": issued_at + settings.ACCESS_TOKEN_LIFETIME,
         "token_type": ACCESS_TOKEN_TYPE,
     }
-    return jwt.encode(claims, settings.SECRET_KEY, algorithm=settings.JWT_ALGORITHM, headers={"typ": "at+jwt"})
+    return jwt.encode(
+        claims, settings.SECRET_KEY, algorithm=settings.JWT_ALGORITHM, headers={"typ": "at+jwt"}
+    )
 
 
 def decode_access_token(token: str) -> AccessClaims:
@@ -89,7 +91,9 @@ def decode_access_token(token: str) -> AccessClaims:
         session_id = str(uuid.UUID(sid))
     except (TypeError, ValueError, AttributeError):
         raise TokenError("The access token is malformed or not issued by this service.") from None
-    return AccessClaims(user_id=int(sub), session_id=session_id, token_id=claims["jti"], expires_at=claims["exp"])
+    return AccessClaims(
+        user_id=int(sub), session_id=session_id, token_id=claims["jti"], expires_at=claims["exp"]
+    )
 
 
 def new_refresh_token() -> str:

@@ -85,6 +85,9 @@ async def me(request: Request) -> Response:
 async def change_password(request: Request) -> Response:
     data = await read_json(request, PasswordChangeIn)
     await services.change_password(
-        request.user.account, data.current_password, data.new_password, keep_session_id=request.user.session_id
+        request.user.account,
+        data.current_password,
+        data.new_password,
+        keep_session_id=request.user.session_id,
     )
     return Response(status_code=204)
