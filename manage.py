@@ -36,9 +36,10 @@ async def _makemigrations(args: argparse.Namespace) -> None:
 
 async def _check_migrations(app_labels: list[str]) -> None:
     """Django's `makemigrations --check`: fail if the models have changes no migration records."""
-    import settings
     from tortoise.context import TortoiseContext
     from tortoise.migrations.autodetector import MigrationAutodetector
+
+    import settings
 
     apps = {
         label: cfg
