@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
@@ -21,6 +20,7 @@ from apps.user import passwords
 from apps.user.urls import routes as user_routes
 from middleware import (
     JWTAuthenticationBackend,
+    ProblemCORSMiddleware,
     ProblemTrustedHostMiddleware,
     RequestContextMiddleware,
     authentication_failed,
@@ -46,7 +46,7 @@ def create_app(tortoise_config: dict | None = None) -> Starlette:
         Middleware(RequestContextMiddleware),
         Middleware(ProblemTrustedHostMiddleware, allowed_hosts=settings.ALLOWED_HOSTS),
         Middleware(
-            CORSMiddleware,
+            ProblemCORSMiddleware,
             allow_origins=settings.CORS_ALLOWED_ORIGINS,
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],

@@ -11,7 +11,8 @@ import time
 import uuid
 
 from starlette.authentication import AuthCredentials, AuthenticationBackend, AuthenticationError, BaseUser
-from starlette.datastructures import MutableHeaders
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
@@ -99,6 +100,20 @@ class ProblemTrustedHostMiddleware(TrustedHostMiddleware):
                 await response(scope, receive, send)
 
         await super().__call__(scope, receive, refuse_as_problem)
+
+
+class ProblemCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS handling, refusing a disallowed preflight with problem+json instead of plain text."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code != 400:
+            return response
+        headers = {
+            k: v for k, v in response.headers.items() if k.lower() not in {"content-length", "content-type"}
+        }
+        detail = bytes(response.body).decode() + " (CORS_ALLOWED_ORIGINS)."
+        return problem_response(400, "cors_rejected", "Cross-origin request refused", detail, headers=headers)
 
 
 class AuthenticatedUser(BaseUser):

@@ -113,5 +113,5 @@ async def test_cors_allows_only_listed_origins(client):
     assert ok.headers["access-control-allow-origin"] == "http://localhost:5173"
     assert "access-control-allow-credentials" not in ok.headers
     bad = await client.options("/user/login", headers={"Origin": "https://evil.example.com", **preflight})
-    assert bad.status_code == 400
+    assert_problem(bad, 400, "cors_rejected")
     assert "access-control-allow-origin" not in bad.headers
