@@ -19,9 +19,9 @@ from apps.core.logs import configure_logging
 from apps.user import passwords
 from apps.user.urls import routes as user_routes
 from middleware import (
+    AllowedHostsMiddleware,
     JWTAuthenticationBackend,
     ProblemCORSMiddleware,
-    ProblemTrustedHostMiddleware,
     RequestContextMiddleware,
     authentication_failed,
 )
@@ -44,7 +44,7 @@ def create_app(tortoise_config: dict | None = None) -> Starlette:
 
     middleware = [
         Middleware(RequestContextMiddleware),
-        Middleware(ProblemTrustedHostMiddleware, allowed_hosts=settings.ALLOWED_HOSTS),
+        Middleware(AllowedHostsMiddleware, allowed_hosts=settings.ALLOWED_HOSTS),
         Middleware(
             ProblemCORSMiddleware,
             allow_origins=settings.CORS_ALLOWED_ORIGINS,

@@ -5,23 +5,24 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
+import secrets
 import time
-import uuid
+from urllib.parse import urlsplit
 
 from starlette.authentication import AuthCredentials, AuthenticationBackend, AuthenticationError, BaseUser
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+import settings
 from apps.core.errors import InvalidToken, problem_from, problem_response, unexpected_error_response
 from apps.core.logs import request_id_var
-from apps.user import services, tokens
-from apps.user.models import User
+from apps.user import authcache, services, tokens
 
 access_log = logging.getLogger("authservice.access")
 
@@ -34,17 +35,31 @@ class RequestContextMiddleware:
 
     `X-Request-ID` is taken from the client (nginx sets it with `$request_id`) when it is well formed,
     generated otherwise, echoed on the response and attached to every log line of the request.
+    This runs on every request, so it works on raw ASGI headers and allocates little.
     """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # Generated ids: a random per-process prefix and a counter; unique across workers and restarts
+        # without a urandom call per request.
+        self._id_prefix = secrets.token_hex(8)
+        self._id_counter = itertools.count(1)
+
+    def _request_id(self, scope: Scope) -> str:
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                incoming = value.decode("latin-1")
+                if REQUEST_ID_PATTERN.match(incoming):
+                    return incoming
+                break
+        return f"{self._id_prefix}{next(self._id_counter):016x}"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming if REQUEST_ID_PATTERN.match(incoming) else uuid.uuid4().hex
+        request_id = self._request_id(scope)
+        request_id_header = (b"x-request-id", request_id.encode())
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500
@@ -55,7 +70,7 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 response_started = True
                 status = message["status"]
-                MutableHeaders(scope=message)["X-Request-ID"] = request_id
+                message["headers"] = [*message.get("headers", ()), request_id_header]
             await send(message)
 
         try:
@@ -66,31 +81,42 @@ class RequestContextMiddleware:
             response = unexpected_error_response(exc)
             await response(scope, receive, send_with_request_id)
         finally:
-            access_log.info(
-                '"%s %s" %s %.1fms',
-                scope["method"],
-                scope["path"],
-                status,
-                (time.perf_counter() - started) * 1000,
-            )
+            if settings.ACCESS_LOG:
+                elapsed_ms = (time.perf_counter() - started) * 1000
+                access_log.info('"%s %s" %s %.1fms', scope["method"], scope["path"], status, elapsed_ms)
             request_id_var.reset(token)
 
 
-class ProblemTrustedHostMiddleware(TrustedHostMiddleware):
-    """Starlette's Host header check (ALLOWED_HOSTS), refusing with problem+json instead of plain text."""
+class AllowedHostsMiddleware:
+    """ALLOWED_HOSTS, as Django checks it: a Host header not listed is refused with 400 problem+json.
+
+    Entries are exact names or `*.example.com` (any subdomain). Verdicts are remembered per raw header
+    value, so the check costs a dict look-up per request.
+    """
 
     def __init__(self, app: ASGIApp, allowed_hosts: list[str]) -> None:
-        async def passed(scope: Scope, receive: Receive, send: Send) -> None:
-            scope["host_checked"] = True
-            await app(scope, receive, send)
+        self.app = app
+        self.exact = {h.lower() for h in allowed_hosts if not h.startswith("*.")}
+        self.suffixes = tuple(h[1:].lower() for h in allowed_hosts if h.startswith("*."))
+        self._verdicts: dict[bytes, bool] = {}
 
-        super().__init__(passed, allowed_hosts=allowed_hosts, www_redirect=False)
+    def _allowed(self, raw: bytes) -> bool:
+        verdict = self._verdicts.get(raw)
+        if verdict is None:
+            try:
+                host = urlsplit("//" + raw.decode("latin-1")).hostname or ""
+            except ValueError:
+                host = ""
+            host = host.rstrip(".")
+            verdict = bool(host) and (host in self.exact or host.endswith(self.suffixes))
+            if len(self._verdicts) < 1024:  # bounded: Host is client-controlled
+                self._verdicts[raw] = verdict
+        return verdict
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def refuse_as_problem(message: Message) -> None:
-            if scope.get("host_checked"):
-                await send(message)
-            elif message["type"] == "http.response.start":
+        if scope["type"] == "http":
+            raw = next((value for name, value in scope["headers"] if name == b"host"), b"")
+            if not self._allowed(raw):
                 response = problem_response(
                     400,
                     "invalid_host",
@@ -98,12 +124,26 @@ class ProblemTrustedHostMiddleware(TrustedHostMiddleware):
                     "This host name is not served here (ALLOWED_HOSTS).",
                 )
                 await response(scope, receive, send)
-
-        await super().__call__(scope, receive, refuse_as_problem)
+                return
+        await self.app(scope, receive, send)
 
 
 class ProblemCORSMiddleware(CORSMiddleware):
-    """Starlette's CORS handling, refusing a disallowed preflight with problem+json instead of plain text."""
+    """Starlette's CORS handling, with two changes: a disallowed preflight is refused with problem+json,
+    and a request without an Origin header (curl, server-to-server, same-origin GET) skips the
+    header parsing and only gets `Vary: Origin`."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or any(name == b"origin" for name, _ in scope["headers"]):
+            await super().__call__(scope, receive, send)
+            return
+
+        async def send_with_vary(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), (b"vary", b"Origin")]
+            await send(message)
+
+        await self.app(scope, receive, send_with_vary)
 
     def preflight_response(self, request_headers: Headers) -> Response:
         response = super().preflight_response(request_headers)
@@ -116,65 +156,39 @@ class ProblemCORSMiddleware(CORSMiddleware):
         return problem_response(400, "cors_rejected", "Cross-origin request refused", detail, headers=headers)
 
 
-class AuthenticatedUser(BaseUser):
-    """`request.user` for a valid access token: the fresh account row plus the session it came from."""
-
-    def __init__(self, account: User, session_id: str) -> None:
-        self.account = account
-        self.id = account.id
-        self.username = account.username
-        self.email = account.email
-        self.is_staff = account.is_staff
-        self.is_superuser = account.is_superuser
-        self.session_id = session_id
-
-    @property
-    def is_authenticated(self) -> bool:
-        return True
-
-    @property
-    def display_name(self) -> str:
-        return self.username
-
-    @property
-    def identity(self) -> str:
-        return str(self.id)
-
-
-def scopes_for(account: User) -> list[str]:
-    scopes = ["authenticated"]
-    if account.is_staff:
-        scopes.append("staff")
-    if account.is_superuser:
-        scopes.append("superuser")
-    return scopes
-
-
 class JWTAuthenticationBackend(AuthenticationBackend):
     """`Authorization: Bearer <access token>` -> request.user and request.auth.
 
     No header or another scheme: not ours, anonymous (None). A Bearer token that is malformed,
-    expired, of the wrong type, or whose session has ended: ours but broken, 401.
+    expired, of the wrong type, or whose session has ended: ours but broken, 401. Verified tokens
+    and live sessions are cached per worker; authcache.py explains why that stays correct.
     """
 
     async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
-        header = conn.headers.get("authorization")
+        header = next((value for name, value in conn.scope["headers"] if name == b"authorization"), None)
         if not header:
             return None
-        scheme, _, token = header.partition(" ")
+        scheme, _, token = header.decode("latin-1").partition(" ")
         if scheme.lower() != "bearer":
             return None
         token = token.strip()
         if not token:
             raise AuthenticationError("The Bearer token is empty.")
+        cache = authcache.auth_cache()
         try:
-            claims = tokens.decode_access_token(token)
+            claims = cache.claims(token)
         except tokens.TokenError as exc:
             raise AuthenticationError(str(exc)) from None
-        account = await services.authenticated_user(claims.user_id, claims.session_id)
-        if account is None:
-            raise AuthenticationError("The session of this access token has ended.")
-        return AuthCredentials(scopes_for(account)), AuthenticatedUser(account, claims.session_id)
+        epoch = cache.current_epoch()
+        user = cache.session(claims.session_id)
+        if user is None:
+            user = await services.session_user(claims.user_id, claims.session_id)
+            if user is None:
+                raise AuthenticationError("The session of this access token has ended.")
+            cache.remember(user, epoch)
+        if user.id != claims.user_id:
+            raise AuthenticationError("The access token is malformed or not issued by this service.")
+        return AuthCredentials(user.scopes), user
 
 
 def authentication_failed(conn: HTTPConnection, exc: AuthenticationError) -> Response:

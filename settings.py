@@ -60,6 +60,8 @@ def _list(name: str, default: str = "") -> list[str]:
 
 DEBUG = _bool("DEBUG", False)
 LOG_LEVEL = _str("LOG_LEVEL", "INFO").upper()
+# One line per request from the app itself (with the request id); run uvicorn with --no-access-log.
+ACCESS_LOG = _bool("ACCESS_LOG", True)
 
 # --- secrets -------------------------------------------------------------------------------------
 # The value shipped in .env.example; a deployment that kept it would sign tokens anyone can forge.
@@ -106,6 +108,13 @@ for _origin in CORS_ALLOWED_ORIGINS:
         raise ImproperlyConfigured(
             f"CORS_ALLOWED_ORIGINS entry {_origin!r} is not an origin like https://app.example.com"
         )
+
+# Per-worker cache of live sessions, invalidated on every host-local revocation (apps/user/authcache.py).
+# Turn it off when workers run on several hosts: then every authenticated request queries its session.
+SESSION_CACHE = _bool("SESSION_CACHE", True)
+SESSION_CACHE_TTL = _int("SESSION_CACHE_TTL", 60, minimum=0)  # seconds; bounds staleness of out-of-band edits
+# The shared counter telling workers on this host that sessions ended (default: /dev/shm, one per database).
+REVOCATION_EPOCH_FILE = _str("REVOCATION_EPOCH_FILE")
 
 MAX_BODY_SIZE = _int("MAX_BODY_SIZE", 64 * 1024, minimum=1024)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from apps.core.errors import InvalidToken
 from apps.core.permissions import login_required
 from apps.core.requests import read_json
 from apps.user import services
@@ -67,9 +68,24 @@ async def logout(request: Request) -> Response:
     return Response(status_code=204)
 
 
+async def _account(request: Request):
+    account = await services.get_user(request.user.id)
+    if account is None:  # deleted since the session was checked
+        raise InvalidToken("The account of this access token no longer exists.")
+    return account
+
+
+@login_required
+async def verify(request: Request) -> Response:
+    """For nginx `auth_request` and other services: 204 with who is calling, from request.user alone."""
+    user = request.user
+    headers = {"X-User-Id": str(user.id), "X-User-Scopes": " ".join(request.auth.scopes)}
+    return Response(status_code=204, headers=headers)
+
+
 @login_required
 async def me(request: Request) -> Response:
-    account = request.user.account
+    account = await _account(request)
     if request.method == "GET":
         return JSONResponse(_user_json(account))
     if request.method == "PATCH":
@@ -85,7 +101,7 @@ async def me(request: Request) -> Response:
 async def change_password(request: Request) -> Response:
     data = await read_json(request, PasswordChangeIn)
     await services.change_password(
-        request.user.account,
+        await _account(request),
         data.current_password,
         data.new_password,
         keep_session_id=request.user.session_id,
