@@ -158,6 +158,12 @@ PASSWORD_HASHER_MEMORY_COST = _int("PASSWORD_HASHER_MEMORY_COST", 19456, minimum
 PASSWORD_HASHER_TIME_COST = _int("PASSWORD_HASHER_TIME_COST", 2, minimum=1)
 PASSWORD_HASHER_PARALLELISM = _int("PASSWORD_HASHER_PARALLELISM", 1, minimum=1)
 # Threads that hash: argon2-cffi releases the GIL, so hashing runs beside the event loop, not on it.
-PASSWORD_HASHER_THREADS = _int("PASSWORD_HASHER_THREADS", min(4, os.cpu_count() or 1), minimum=1)
+# Default: one core left to the event loop (and the database), at most 4.
+PASSWORD_HASHER_THREADS = _int(
+    "PASSWORD_HASHER_THREADS", max(1, min(4, (os.cpu_count() or 1) - 1)), minimum=1
+)
+# Load shedding: a hashing request (login, register, password change) is refused at once with 503 and
+# Retry-After when the queue ahead of it would take longer than this many seconds to drain.
+PASSWORD_HASHER_MAX_WAIT = _int("PASSWORD_HASHER_MAX_WAIT", 2, minimum=1)
 PASSWORD_MIN_LENGTH = 8
 PASSWORD_MAX_LENGTH = _int("PASSWORD_MAX_LENGTH", 128, minimum=64)

@@ -119,3 +119,33 @@ async def test_hashing_never_runs_on_the_event_loop(client, monkeypatch):
     )  # dummy verify
     assert len(threads) >= 3
     assert loop_thread not in threads
+
+
+async def test_hashing_threads_yield_to_the_event_loop(client):
+    import os
+
+    niceness = await passwords._pool().run(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+    assert niceness >= os.getpriority(os.PRIO_PROCESS, 0) + 10 or niceness == 19
+
+
+async def test_a_hashing_queue_too_long_to_wait_in_is_refused_at_once(client, monkeypatch):
+    import asyncio
+
+    reg = await register(client)
+    monkeypatch.setattr(settings, "PASSWORD_HASHER_MAX_WAIT", 0)  # any queue at all is too long
+    login = {"email": reg["user"]["email"], "password": PASSWORD}
+    name = unique()
+    responses = await asyncio.gather(
+        *[client.post("/user/login", json=login) for _ in range(6)],
+        client.post(
+            "/user/register", json={"username": name, "email": f"{name}@example.com", "password": PASSWORD}
+        ),
+    )
+    statuses = [r.status_code for r in responses]
+    assert {200, 201} & set(statuses) and 503 in statuses, statuses  # the first in line is served
+    for r in responses:
+        if r.status_code == 503:
+            assert_problem(r, 503, "overloaded")
+            assert r.headers["retry-after"] == "1"
+    if statuses[-1] == 503:  # a refused registration left nothing behind
+        assert not await User.exists(username_key=name.lower())

@@ -5,14 +5,19 @@ from the earlier service (passlib pbkdf2_sha256) and from Django (pbkdf2_sha256,
 bcrypt_sha256) still verify, and `verify_password` hands back a replacement hash whenever the stored
 one is not argon2id at the current parameters, so logins migrate hashes as they happen.
 
-Hashing is CPU-bound for tens of milliseconds; it runs on a dedicated thread pool (argon2-cffi,
-hashlib and bcrypt release the GIL), never on the event loop.
+Hashing is CPU-bound for tens of milliseconds; it runs on a dedicated, lower-priority thread pool
+(argon2-cffi, hashlib and bcrypt release the GIL), never on the event loop, and sheds load with 503
+when its queue is too long.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import secrets
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 
@@ -20,6 +25,7 @@ from passlib.context import CryptContext
 from passlib.exc import UnknownHashError
 
 import settings
+from apps.core.errors import Problem
 
 
 @cache
@@ -43,13 +49,62 @@ def _context() -> CryptContext:
     )
 
 
+class HashingOverloaded(Problem):
+    status, code, title = 503, "overloaded", "Too busy"
+    detail = "Too many password checks are queued. Retry shortly."
+    headers = {"Retry-After": "1"}
+
+
+def _lower_priority() -> None:
+    # Linux scopes nice values to threads: hashing yields the CPU to the event loop, so a login storm
+    # slows logins rather than every other request.
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+
+
+class HashingPool:
+    """The threads that hash, with admission control.
+
+    A job is refused at once (503) when the work queued ahead of it would take longer than
+    PASSWORD_HASHER_MAX_WAIT to drain, estimated from the recent time per job, so that under a
+    login storm the accepted logins stay fast and the refused ones learn so immediately.
+    """
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="hasher", initializer=_lower_priority)
+        self.pending = 0
+        self.seconds_per_job = 0.05  # refined by every job (moving average)
+
+    def _timed(self, fn, *args):
+        started = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.seconds_per_job += (time.perf_counter() - started - self.seconds_per_job) * 0.1
+
+    async def run(self, fn, *args):
+        """Run `fn(*args)` on a hashing thread.
+
+        Raises:
+            HashingOverloaded: 503, the queue is too long to wait in.
+        """
+        if self.pending * self.seconds_per_job / self.threads > settings.PASSWORD_HASHER_MAX_WAIT:
+            raise HashingOverloaded()
+        self.pending += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, self._timed, fn, *args)
+        finally:
+            self.pending -= 1
+
+
 @cache
-def _executor() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=settings.PASSWORD_HASHER_THREADS, thread_name_prefix="hasher")
+def _pool() -> HashingPool:
+    return HashingPool(settings.PASSWORD_HASHER_THREADS)
 
 
 async def _off_loop(fn, *args):
-    return await asyncio.get_running_loop().run_in_executor(_executor(), fn, *args)
+    return await _pool().run(fn, *args)
 
 
 def _verify_and_update(password: str, stored: str) -> tuple[bool, str | None]:
@@ -80,6 +135,6 @@ async def burn_password_check(password: str) -> None:
 
 
 def shutdown() -> None:
-    if _executor.cache_info().currsize:
-        _executor().shutdown(wait=False, cancel_futures=True)
-        _executor.cache_clear()
+    if _pool.cache_info().currsize:
+        _pool().executor.shutdown(wait=False, cancel_futures=True)
+        _pool.cache_clear()
