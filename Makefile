@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install run test lint migrate
+.PHONY: install run test lint migrate bench
 
 install: $(VENV)/.installed
 
@@ -30,3 +30,11 @@ test: install
 
 lint: install
 	$(BIN)/ruff check .
+
+# The benchmark (bench/run.py): needs wrk (apt-get install wrk) and PostgreSQL on 127.0.0.1:5432.
+bench/.peers/.installed: bench/setup.sh
+	bench/setup.sh
+	touch $@
+
+bench: install bench/.peers/.installed
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
