@@ -130,20 +130,16 @@ class AllowedHostsMiddleware:
 
 class ProblemCORSMiddleware(CORSMiddleware):
     """Starlette's CORS handling, with two changes: a disallowed preflight is refused with problem+json,
-    and a request without an Origin header (curl, server-to-server, same-origin GET) skips the
-    header parsing and only gets `Vary: Origin`."""
+    and a request without an Origin header (curl, httpie, server-to-server) passes straight through.
+    Such responses lack `Vary: Origin`; what a shared cache could keep of them is at most /health, since
+    responses to Authorization requests are not stored by shared caches and token responses are no-store.
+    """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or any(name == b"origin" for name, _ in scope["headers"]):
             await super().__call__(scope, receive, send)
             return
-
-        async def send_with_vary(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), (b"vary", b"Origin")]
-            await send(message)
-
-        await self.app(scope, receive, send_with_vary)
+        await self.app(scope, receive, send)
 
     def preflight_response(self, request_headers: Headers) -> Response:
         response = super().preflight_response(request_headers)

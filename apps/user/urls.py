@@ -2,12 +2,13 @@ from starlette.routing import Route
 
 from apps.user import views
 
+# Most frequent first: routes are tried in order.
 routes = [
-    Route("/register", views.register, methods=["POST"]),
+    Route("/me", views.me, methods=["GET", "PATCH", "DELETE"]),
+    Route("/verify", views.verify, methods=["GET"]),
     Route("/login", views.login, methods=["POST"]),
     Route("/refresh-token", views.refresh_token, methods=["POST"]),
+    Route("/register", views.register, methods=["POST"]),
     Route("/logout", views.logout, methods=["POST"]),
-    Route("/verify", views.verify, methods=["GET"]),
-    Route("/me", views.me, methods=["GET", "PATCH", "DELETE"]),
     Route("/me/password", views.change_password, methods=["POST"]),
 ]

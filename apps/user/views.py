@@ -9,6 +9,7 @@ from apps.core.errors import InvalidToken
 from apps.core.permissions import login_required
 from apps.core.requests import read_json
 from apps.user import services
+from apps.user.models import User
 from apps.user.schemas import (
     AccountDeleteIn,
     LoginIn,
@@ -29,7 +30,7 @@ def _client(request: Request) -> services.Client:
     )
 
 
-def _user_json(user) -> dict:
+def _user_json(user: User | dict) -> dict:
     return UserOut.model_validate(user).model_dump(mode="json")
 
 
@@ -68,8 +69,8 @@ async def logout(request: Request) -> Response:
     return Response(status_code=204)
 
 
-async def _account(request: Request):
-    account = await services.get_user(request.user.id)
+async def _account(request: Request) -> User:
+    account = await User.get_or_none(id=request.user.id)
     if account is None:  # deleted since the session was checked
         raise InvalidToken("The account of this access token no longer exists.")
     return account
@@ -85,9 +86,12 @@ async def verify(request: Request) -> Response:
 
 @login_required
 async def me(request: Request) -> Response:
-    account = await _account(request)
     if request.method == "GET":
-        return JSONResponse(_user_json(account))
+        profile = await services.user_profile(request.user.id)
+        if profile is None:
+            raise InvalidToken("The account of this access token no longer exists.")
+        return JSONResponse(_user_json(profile))
+    account = await _account(request)
     if request.method == "PATCH":
         data = await read_json(request, ProfileUpdateIn)
         account = await services.update_profile(account, username=data.username, email=data.email)
