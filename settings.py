@@ -126,8 +126,15 @@ if urlsplit(DATABASE_URL).scheme not in {"sqlite", "postgres", "postgresql", "as
 
 def tortoise_config(database_url: str) -> dict:
     """The Tortoise ORM configuration for one database; tests build theirs with it too."""
+    from tortoise.backends.base.config_generator import expand_db_url
+
+    connection = expand_db_url(database_url)
+    if connection["engine"] == "tortoise.backends.asyncpg":
+        from apps.core.database import PooledConnection
+
+        connection["credentials"]["connection_class"] = PooledConnection
     return {
-        "connections": {"default": database_url},
+        "connections": {"default": connection},
         "apps": {
             "user": {
                 "models": ["apps.user.models"],

@@ -586,6 +586,8 @@ def write_results(args, by_db: dict, scale: dict | None) -> tuple[Path, str]:
         f"{', '.join(f'{x:.2f}' for x in v['login_storm']['accepted_p99_s'])} s"
         for k, v in by_db.items()
     )
+    notes = BENCH / "optimisations.md"
+    optimisations = notes.read_text() if notes.exists() else ""
     path = RESULTS / f"{today}.md"
     path.write_text(f"""# Benchmark {today}
 
@@ -611,6 +613,7 @@ Retry-After, as a well-behaved client does), and a probe times every accepted lo
 
 {storm}
 {scale_md}
+{optimisations}
 ## Commands
 
 {chr(10).join(f"    {c}" for c in commands)}

@@ -123,6 +123,15 @@ async def test_update_profile(client):
         "/user/me", headers=bearer(reg["access_token"]), json={"username": taken["user"]["username"].upper()}
     )
     assert_problem(r, 409)
+    # only the clashing field is named, not the account's own unchanged email
+    r = await client.patch(
+        "/user/me",
+        headers=bearer(reg["access_token"]),
+        json={"username": taken["user"]["username"], "email": reg["user"]["email"]},
+    )
+    assert assert_problem(r, 409)["errors"] == [
+        {"field": "username", "message": "This username is already taken."}
+    ]
     r = await client.patch(
         "/user/me",
         headers=bearer(reg["access_token"]),

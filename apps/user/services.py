@@ -284,7 +284,10 @@ async def update_profile(user: User, *, username: str | None = None, email: str 
         try:
             await user.save(update_fields=changed)
         except IntegrityError:
-            raise await _conflict_for(username, email) from None
+            # name only what changed: the account's own, unchanged email is not a conflict
+            raise await _conflict_for(
+                username if "username" in changed else None, email if "email" in changed else None
+            ) from None
         authcache.invalidate()  # request.user shows username and email
     return user
 

@@ -30,8 +30,9 @@ def _client(request: Request) -> services.Client:
     )
 
 
-def _user_json(user: User | dict) -> dict:
-    return UserOut.model_validate(user).model_dump(mode="json")
+def _user_response(user: User | dict) -> Response:
+    # pydantic serialises straight to JSON bytes (no dict, no json.dumps): this is every /user/me.
+    return Response(UserOut.model_validate(user).model_dump_json(), media_type="application/json")
 
 
 def _tokens_response(issued: services.IssuedTokens, status_code: int = 200) -> JSONResponse:
@@ -90,12 +91,12 @@ async def me(request: Request) -> Response:
         profile = await services.user_profile(request.user.id)
         if profile is None:
             raise InvalidToken("The account of this access token no longer exists.")
-        return JSONResponse(_user_json(profile))
+        return _user_response(profile)
     account = await _account(request)
     if request.method == "PATCH":
         data = await read_json(request, ProfileUpdateIn)
         account = await services.update_profile(account, username=data.username, email=data.email)
-        return JSONResponse(_user_json(account))
+        return _user_response(account)
     data = await read_json(request, AccountDeleteIn)
     await services.delete_account(account, data.password)
     return Response(status_code=204)
