@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Literal
 
+from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
@@ -14,8 +16,10 @@ from starlette.routing import Route
 from tortoise.contrib.starlette import RegisterTortoise
 
 import settings
+from apps.admin.urls import routes as admin_routes
 from apps.core.errors import EXCEPTION_HANDLERS
 from apps.core.logs import configure_logging
+from apps.core.openapi import docs_routes, operation
 from apps.user import passwords
 from apps.user.urls import routes as user_routes
 from middleware import (
@@ -33,6 +37,14 @@ def include(prefix: str, routes: list[Route]) -> list[Route]:
     return [Route(prefix + r.path, r.endpoint, methods=r.methods, name=r.name) for r in routes]
 
 
+API_VERSION = "1.0.0"
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+
+
+@operation("Liveness: the process answers", response=HealthOut, tags=("health",))
 async def health(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
@@ -68,7 +80,10 @@ def create_app(tortoise_config: dict | None = None) -> Starlette:
     routes = [
         *include("/user", user_routes),
         Route("/health", health, methods=["GET"]),
+        *include("/admin", admin_routes),
     ]
+    if settings.API_DOCS:
+        routes += docs_routes(routes, title="authservice", version=API_VERSION)
     # debug=False always: errors.py renders tracebacks itself, as problem+json, when DEBUG is on.
     return Starlette(
         debug=False,

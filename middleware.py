@@ -90,12 +90,14 @@ class RequestContextMiddleware:
 class AllowedHostsMiddleware:
     """ALLOWED_HOSTS, as Django checks it: a Host header not listed is refused with 400 problem+json.
 
-    Entries are exact names or `*.example.com` (any subdomain). Verdicts are remembered per raw header
-    value, so the check costs a dict look-up per request.
+    Entries are exact names or `*.example.com` (any subdomain); `*` alone allows any host, as in
+    Django (check --deploy flags it). Verdicts are remembered per raw header value, so the check costs
+    a dict look-up per request.
     """
 
     def __init__(self, app: ASGIApp, allowed_hosts: list[str]) -> None:
         self.app = app
+        self.any_host = "*" in allowed_hosts
         self.exact = {h.lower() for h in allowed_hosts if not h.startswith("*.")}
         self.suffixes = tuple(h[1:].lower() for h in allowed_hosts if h.startswith("*."))
         self._verdicts: dict[bytes, bool] = {}
@@ -108,7 +110,7 @@ class AllowedHostsMiddleware:
             except ValueError:
                 host = ""
             host = host.rstrip(".")
-            verdict = bool(host) and (host in self.exact or host.endswith(self.suffixes))
+            verdict = self.any_host or (bool(host) and (host in self.exact or host.endswith(self.suffixes)))
             if len(self._verdicts) < 1024:  # bounded: Host is client-controlled
                 self._verdicts[raw] = verdict
         return verdict

@@ -14,14 +14,12 @@ from urllib.parse import urlsplit
 
 from dotenv import load_dotenv
 
+from apps.core.exceptions import ImproperlyConfigured
+
 BASE_DIR = Path(__file__).resolve().parent
 
 # The real environment wins over .env, as with Django's django-environ and twelve-factor apps.
 load_dotenv(BASE_DIR / ".env", override=False)
-
-
-class ImproperlyConfigured(Exception):
-    """A setting is missing or invalid; the service refuses to start."""
 
 
 def _str(name: str, default: str = "") -> str:
@@ -115,6 +113,9 @@ SESSION_CACHE = _bool("SESSION_CACHE", True)
 SESSION_CACHE_TTL = _int("SESSION_CACHE_TTL", 60, minimum=0)  # seconds; bounds staleness of out-of-band edits
 # The shared counter telling workers on this host that sessions ended (default: /dev/shm, one per database).
 REVOCATION_EPOCH_FILE = _str("REVOCATION_EPOCH_FILE")
+
+# /openapi.json and /docs: on in DEBUG, off otherwise unless enabled here.
+API_DOCS = _bool("API_DOCS", DEBUG)
 
 MAX_BODY_SIZE = _int("MAX_BODY_SIZE", 64 * 1024, minimum=1024)
 

@@ -73,7 +73,7 @@ def test_environment_overrides_dotenv(tmp_path):
         f"SECRET_KEY={GOOD_KEY}\nJWT_ISSUER=from-dotenv\nJWT_AUDIENCE=from-dotenv\n"
     )
     code = "import settings; print(settings.JWT_ISSUER, settings.JWT_AUDIENCE)"
-    env = {"PATH": os.environ["PATH"], "JWT_AUDIENCE": "from-env"}
+    env = {"PATH": os.environ["PATH"], "JWT_AUDIENCE": "from-env", "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert out.stdout.split() == ["from-dotenv", "from-env"], out.stderr
 

@@ -1,9 +1,10 @@
 """Password policy: the only module that imports passlib.
 
 New hashes are argon2id with the PASSWORD_HASHER_* parameters (OWASP: m=19456 KiB, t=2, p=1). Hashes
-from the earlier service (passlib pbkdf2_sha256) and from Django (pbkdf2_sha256, pbkdf2_sha1, argon2,
-bcrypt_sha256) still verify, and `verify_password` hands back a replacement hash whenever the stored
-one is not argon2id at the current parameters, so logins migrate hashes as they happen.
+from the earlier service (passlib pbkdf2_sha256) and from every hasher in Django's default
+PASSWORD_HASHERS (pbkdf2_sha256, pbkdf2_sha1, argon2, bcrypt_sha256, scrypt) still verify, and
+`verify_password` hands back a replacement hash whenever the stored one is not argon2id at the
+current parameters, so logins migrate hashes as they happen.
 
 Hashing is CPU-bound for tens of milliseconds; it runs on a dedicated, lower-priority thread pool
 (argon2-cffi, hashlib and bcrypt release the GIL), never on the event loop, and sheds load with 503
@@ -13,7 +14,10 @@ when its queue is too long.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
+import hmac
 import os
 import secrets
 import threading
@@ -47,6 +51,10 @@ def _context() -> CryptContext:
         argon2__rounds=settings.PASSWORD_HASHER_TIME_COST,
         argon2__parallelism=settings.PASSWORD_HASHER_PARALLELISM,
     )
+
+
+# Django's marker for an unusable password (set_unusable_password); such a hash never verifies.
+UNUSABLE_PREFIX = "!"
 
 
 class HashingOverloaded(Problem):
@@ -107,12 +115,42 @@ async def _off_loop(fn, *args):
     return await _pool().run(fn, *args)
 
 
+def _verify_django_scrypt(password: str, stored: str) -> bool:
+    """Django's ScryptPasswordHasher (`scrypt$N$salt$r$p$hash`), which passlib does not know."""
+    try:
+        _, n, salt, r, p, expected = stored.split("$")
+        if not 1 < int(n) <= 2**20:  # Django's default is 2**14; refuse a cost that would exhaust memory
+            return False
+        derived = hashlib.scrypt(
+            password.encode(),
+            salt=salt.encode(),
+            n=int(n),
+            r=int(r),
+            p=int(p),
+            maxmem=256 * int(n) * int(r),
+            dklen=64,
+        )
+    except (ValueError, MemoryError):
+        return False
+    return hmac.compare_digest(base64.b64encode(derived).decode("ascii").strip(), expected)
+
+
 def _verify_and_update(password: str, stored: str) -> tuple[bool, str | None]:
+    if stored.startswith("scrypt$"):
+        return (True, _context().hash(password)) if _verify_django_scrypt(password, stored) else (False, None)
     try:
         return _context().verify_and_update(password, stored)
     except (UnknownHashError, ValueError):
         # Unusable ("!..." from Django's set_unusable_password) or unknown hashes never verify.
         return False, None
+
+
+def is_current(stored: str) -> bool:
+    """Whether `stored` is a hash of the current policy (argon2id at the configured parameters)."""
+    try:
+        return _context().identify(stored) == "argon2" and not _context().needs_update(stored)
+    except (UnknownHashError, ValueError):
+        return False
 
 
 async def hash_password(password: str) -> str:

@@ -51,7 +51,8 @@ NewPassword = Annotated[str, AfterValidator(_check_password)]
 
 
 class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_max_length=4096)
+    # strict: JSON types as sent ("no" is not false, 1 is not "1"); unknown fields refused
+    model_config = ConfigDict(extra="forbid", strict=True, str_max_length=4096)
 
 
 class RegisterIn(Body):

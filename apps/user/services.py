@@ -6,12 +6,14 @@ requests, so `manage.py` commands can call them too.
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from tortoise import connections
 from tortoise.exceptions import IntegrityError
+from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 import settings
@@ -115,6 +117,62 @@ async def register(username: str, email: str, password: str, client: Client) -> 
             return await _start_session(user, client, user.date_joined)
     except IntegrityError:
         raise await _conflict_for(username, email) from None
+
+
+async def create_user(
+    username: str, email: str, password: str | None, *, is_staff: bool = False, is_superuser: bool = False
+) -> User:
+    """An account without a session (manage.py createsuperuser). No password: an unusable one, as Django does.
+
+    Raises:
+        Conflict: 409, the username or email is taken.
+    """
+    password_hash = (
+        await passwords.hash_password(password)
+        if password
+        else passwords.UNUSABLE_PREFIX + secrets.token_urlsafe(30)
+    )
+    try:
+        return await User.create(
+            username=username,
+            username_key=username_key(username),
+            email=normalize_email(email),
+            password=password_hash,
+            is_staff=is_staff,
+            is_superuser=is_superuser,
+        )
+    except IntegrityError:
+        raise await _conflict_for(username, email) from None
+
+
+async def set_password(user: User, new_password: str) -> int:
+    """Set a password without the old one (manage.py changepassword); every session ends at once."""
+    new_hash = await passwords.hash_password(new_password)
+    async with in_transaction():
+        await User.filter(id=user.id).update(password=new_hash)
+        ended = await _end_user_sessions(user.id, "password_changed")
+    authcache.invalidate()
+    user.password = new_hash
+    return ended
+
+
+async def import_accounts(creates: list[dict], updates: list[tuple[int, dict]]) -> None:
+    """Write what django_import.py decided, in one transaction. An update that deactivates an account
+    or replaces its password ends its sessions, as the same change made here would."""
+    async with in_transaction():
+        for values in creates:
+            await User.create(**values)
+        for user_id, changed in updates:
+            await User.filter(id=user_id).update(**changed)
+            if changed.get("is_active") is False or "password" in changed:
+                await _end_user_sessions(user_id, "changed_by_import")
+    if updates:
+        authcache.invalidate()
+
+
+async def clear_sessions() -> int:
+    """Delete ended and expired sessions (and their refresh tokens); returns how many."""
+    return await Session.filter(Q(revoked_at__isnull=False) | Q(expires_at__lte=_now())).delete()
 
 
 async def authenticate(password: str, *, email: str | None = None, username: str | None = None) -> User:
@@ -316,6 +374,53 @@ async def deactivate(user_id: int) -> None:
     async with in_transaction():
         await User.filter(id=user_id).update(is_active=False)
         await _end_user_sessions(user_id, "deactivated")
+    authcache.invalidate()
+
+
+async def list_users(
+    *, search: str | None, is_active: bool | None, is_staff: bool | None, page: int, page_size: int
+) -> tuple[int, list[User]]:
+    """One page of accounts, oldest first, and how many match in all."""
+    users = User.all()
+    if search:
+        users = users.filter(Q(username_key__contains=search.casefold()) | Q(email__contains=search.lower()))
+    if is_active is not None:
+        users = users.filter(is_active=is_active)
+    if is_staff is not None:
+        users = users.filter(is_staff=is_staff)
+    count = await users.count()
+    return count, await users.order_by("id").offset((page - 1) * page_size).limit(page_size)
+
+
+async def set_flags(
+    user: User,
+    *,
+    is_active: bool | None = None,
+    is_staff: bool | None = None,
+    is_superuser: bool | None = None,
+) -> User:
+    """Change an account's flags (staff tools). Deactivation ends every session at once; any change
+    reaches request.user in every worker at once."""
+    changes = {
+        name: value
+        for name, value in (("is_active", is_active), ("is_staff", is_staff), ("is_superuser", is_superuser))
+        if value is not None and value != getattr(user, name)
+    }
+    if not changes:
+        return user
+    async with in_transaction():
+        await User.filter(id=user.id).update(**changes)
+        if changes.get("is_active") is False:
+            await _end_user_sessions(user.id, "deactivated")
+    authcache.invalidate()
+    for name, value in changes.items():
+        setattr(user, name, value)
+    return user
+
+
+async def delete_user(user_id: int) -> None:
+    """Delete an account (staff tools); its sessions go with it, its tokens die at once."""
+    await User.filter(id=user_id).delete()
     authcache.invalidate()
 
 

@@ -4,11 +4,13 @@ from apps.user import views
 
 # Most frequent first: routes are tried in order.
 routes = [
-    Route("/me", views.me, methods=["GET", "PATCH", "DELETE"]),
+    Route("/me", views.me, methods=["GET"]),
     Route("/verify", views.verify, methods=["GET"]),
     Route("/login", views.login, methods=["POST"]),
     Route("/refresh-token", views.refresh_token, methods=["POST"]),
     Route("/register", views.register, methods=["POST"]),
     Route("/logout", views.logout, methods=["POST"]),
+    Route("/me", views.update_me, methods=["PATCH"]),
+    Route("/me", views.delete_me, methods=["DELETE"]),
     Route("/me/password", views.change_password, methods=["POST"]),
 ]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from apps.core.errors import InvalidToken
+from apps.core.openapi import operation
 from apps.core.permissions import login_required
 from apps.core.requests import read_json
+from apps.core.responses import json_response
 from apps.user import services
 from apps.user.models import User
 from apps.user.schemas import (
@@ -21,6 +23,8 @@ from apps.user.schemas import (
     UserOut,
 )
 
+TAGS = ("user",)
+
 
 def _client(request: Request) -> services.Client:
     # Behind nginx, uvicorn's --proxy-headers puts the real client address in request.client.
@@ -30,44 +34,15 @@ def _client(request: Request) -> services.Client:
     )
 
 
-def _user_response(user: User | dict) -> Response:
-    # pydantic serialises straight to JSON bytes (no dict, no json.dumps): this is every /user/me.
-    return Response(UserOut.model_validate(user).model_dump_json(), media_type="application/json")
-
-
-def _tokens_response(issued: services.IssuedTokens, status_code: int = 200) -> JSONResponse:
+def _tokens_response(issued: services.IssuedTokens, status_code: int = 200) -> Response:
     body = TokenPairOut(
         access_token=issued.access_token,
         refresh_token=issued.refresh_token,
         expires_in=issued.expires_in,
         user=UserOut.model_validate(issued.user),
-    ).model_dump(mode="json")
+    )
     # Token responses must never be cached (RFC 6749 section 5.1).
-    return JSONResponse(body, status_code=status_code, headers={"Cache-Control": "no-store"})
-
-
-async def register(request: Request) -> Response:
-    data = await read_json(request, RegisterIn)
-    issued = await services.register(data.username, data.email, data.password, _client(request))
-    return _tokens_response(issued, status_code=201)
-
-
-async def login(request: Request) -> Response:
-    data = await read_json(request, LoginIn)
-    issued = await services.login(data.password, _client(request), email=data.email, username=data.username)
-    return _tokens_response(issued)
-
-
-async def refresh_token(request: Request) -> Response:
-    data = await read_json(request, RefreshIn)
-    issued = await services.rotate_refresh_token(data.refresh_token, _client(request))
-    return _tokens_response(issued)
-
-
-@login_required
-async def logout(request: Request) -> Response:
-    await services.logout(request.user.session_id)
-    return Response(status_code=204)
+    return json_response(body, status_code, headers={"Cache-Control": "no-store"})
 
 
 async def _account(request: Request) -> User:
@@ -77,33 +52,90 @@ async def _account(request: Request) -> User:
     return account
 
 
+@operation(
+    "Create an account and log it in",
+    body=RegisterIn,
+    response=TokenPairOut,
+    status=201,
+    errors=(409, 503),
+    tags=TAGS,
+)
+async def register(request: Request) -> Response:
+    data = await read_json(request, RegisterIn)
+    issued = await services.register(data.username, data.email, data.password, _client(request))
+    return _tokens_response(issued, status_code=201)
+
+
+@operation("Log in with email or username", body=LoginIn, response=TokenPairOut, errors=(401, 503), tags=TAGS)
+async def login(request: Request) -> Response:
+    """Every failure (unknown account, wrong password, inactive account) is the same 401."""
+    data = await read_json(request, LoginIn)
+    issued = await services.login(data.password, _client(request), email=data.email, username=data.username)
+    return _tokens_response(issued)
+
+
+@operation(
+    "Exchange a refresh token for a new pair", body=RefreshIn, response=TokenPairOut, errors=(401,), tags=TAGS
+)
+async def refresh_token(request: Request) -> Response:
+    """The refresh token is spent; presenting it again ends the whole session."""
+    data = await read_json(request, RefreshIn)
+    issued = await services.rotate_refresh_token(data.refresh_token, _client(request))
+    return _tokens_response(issued)
+
+
+@operation("Log out: end this session", status=204, tags=TAGS)
+@login_required
+async def logout(request: Request) -> Response:
+    """The session's refresh token and every access token it issued are refused from now on."""
+    await services.logout(request.user.session_id)
+    return Response(status_code=204)
+
+
+@operation(
+    "Check an access token (for nginx auth_request)",
+    status=204,
+    tags=TAGS,
+    headers={"X-User-Id": "the caller's user id", "X-User-Scopes": "space-separated scopes"},
+)
 @login_required
 async def verify(request: Request) -> Response:
-    """For nginx `auth_request` and other services: 204 with who is calling, from request.user alone."""
+    """Answers from request.user alone: 204 with who is calling."""
     user = request.user
     headers = {"X-User-Id": str(user.id), "X-User-Scopes": " ".join(request.auth.scopes)}
     return Response(status_code=204, headers=headers)
 
 
+@operation("The current user", response=UserOut, tags=TAGS)
 @login_required
 async def me(request: Request) -> Response:
-    if request.method == "GET":
-        profile = await services.user_profile(request.user.id)
-        if profile is None:
-            raise InvalidToken("The account of this access token no longer exists.")
-        return _user_response(profile)
-    account = await _account(request)
-    if request.method == "PATCH":
-        data = await read_json(request, ProfileUpdateIn)
-        account = await services.update_profile(account, username=data.username, email=data.email)
-        return _user_response(account)
+    profile = await services.user_profile(request.user.id)
+    if profile is None:
+        raise InvalidToken("The account of this access token no longer exists.")
+    return json_response(UserOut.model_validate(profile))
+
+
+@operation("Change username and/or email", body=ProfileUpdateIn, response=UserOut, errors=(409,), tags=TAGS)
+@login_required
+async def update_me(request: Request) -> Response:
+    data = await read_json(request, ProfileUpdateIn)
+    account = await services.update_profile(await _account(request), username=data.username, email=data.email)
+    return json_response(UserOut.model_validate(account))
+
+
+@operation("Delete the account", body=AccountDeleteIn, status=204, tags=TAGS)
+@login_required
+async def delete_me(request: Request) -> Response:
+    """Needs the password; every session ends at once."""
     data = await read_json(request, AccountDeleteIn)
-    await services.delete_account(account, data.password)
+    await services.delete_account(await _account(request), data.password)
     return Response(status_code=204)
 
 
+@operation("Change the password", body=PasswordChangeIn, status=204, errors=(503,), tags=TAGS)
 @login_required
 async def change_password(request: Request) -> Response:
+    """Needs the current password; every other session of the user ends at once."""
     data = await read_json(request, PasswordChangeIn)
     await services.change_password(
         await _account(request),

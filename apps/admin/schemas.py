@@ -1,0 +1,60 @@
+"""Staff API bodies and queries. Unknown fields and parameters are refused, as everywhere."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from apps.user.schemas import Body
+
+MAX_PAGE_SIZE = 200
+
+
+class UserListQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    search: str | None = Field(None, max_length=254, description="Part of the username or email, any case")
+    is_active: bool | None = Field(None, description="Only active (true) or inactive (false) accounts")
+    is_staff: bool | None = Field(None, description="Only staff (true) or non-staff (false) accounts")
+    page: int = Field(1, ge=1, description="1-based page number")
+    page_size: int = Field(50, ge=1, le=MAX_PAGE_SIZE, description=f"Users per page, at most {MAX_PAGE_SIZE}")
+
+
+class AdminUserOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    username: str
+    email: str
+    is_active: bool
+    is_staff: bool
+    is_superuser: bool
+    date_joined: datetime
+    last_login: datetime | None
+
+
+class UserPage(BaseModel):
+    count: int
+    page: int
+    page_size: int
+    results: list[AdminUserOut]
+
+
+class AdminUserUpdateIn(Body):
+    """PATCH semantics: absent fields stay as they are."""
+
+    is_active: bool | None = None
+    is_staff: bool | None = None
+    is_superuser: bool | None = Field(None, description="Only a superuser may change it")
+
+    @field_validator("is_active", "is_staff", "is_superuser", mode="before")
+    @classmethod
+    def not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("This field cannot be null; leave it out to keep the current value.")
+        return value
+
+
+class SessionsEndedOut(BaseModel):
+    ended: int = Field(description="How many live sessions were ended")

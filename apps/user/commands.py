@@ -1,0 +1,171 @@
+"""manage.py commands about accounts, with Django's names, flags and prompts.
+
+What needs settings is imported inside the commands, so that `manage.py --help` and `check` work
+even when the settings do not load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+from pathlib import Path
+
+from apps.core.commands import CommandError, database
+
+USERNAME, EMAIL, PASSWORD = "username", "email", "password"
+
+
+def _validated(kind: str, value: str) -> str:
+    """The value as registration would accept it, or CommandError with registration's message."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from apps.user.schemas import Email, NewPassword, Username
+
+    adapter = TypeAdapter({USERNAME: Username, EMAIL: Email, PASSWORD: NewPassword}[kind])
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as exc:
+        raise CommandError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
+
+
+def _ask(prompt: str, kind: str, check=None) -> str:
+    """Prompt until the answer is valid, printing each error as Django does."""
+    while True:
+        try:
+            value = _validated(kind, input(prompt))
+            if check:
+                check(value)
+            return value
+        except CommandError as exc:
+            print(f"Error: {exc}")
+
+
+def _ask_password() -> str:
+    """Read a new password twice without echo, validated like registration."""
+    while True:
+        first = getpass.getpass("Password: ")
+        second = getpass.getpass("Password (again): ")
+        if first != second:
+            print("Error: Your passwords didn't match.")
+            continue
+        try:
+            return _validated(PASSWORD, first)
+        except CommandError as exc:
+            print(f"Error: {exc}")
+
+
+async def createsuperuser(args: argparse.Namespace) -> None:
+    """Create a staff superuser, interactively or (--noinput) from DJANGO_SUPERUSER_* variables."""
+    from apps.core.errors import Conflict
+    from apps.user import services
+    from apps.user.models import User, username_key
+
+    async with database():
+        if args.noinput:
+            username = args.username or os.environ.get("DJANGO_SUPERUSER_USERNAME")
+            email = args.email or os.environ.get("DJANGO_SUPERUSER_EMAIL")
+            if not username:
+                raise CommandError(
+                    "You must use --username with --noinput (or set DJANGO_SUPERUSER_USERNAME)."
+                )
+            if not email:
+                raise CommandError("You must use --email with --noinput (or set DJANGO_SUPERUSER_EMAIL).")
+            username, email = _validated(USERNAME, username), _validated(EMAIL, email)
+            password = os.environ.get("DJANGO_SUPERUSER_PASSWORD")
+            password = _validated(PASSWORD, password) if password else None
+        else:
+            existing = {u.username_key for u in await User.all().only("username_key")}
+
+            def unused(name: str) -> None:
+                if username_key(name) in existing:
+                    raise CommandError("That username is already taken.")
+
+            username = (
+                _validated(USERNAME, args.username)
+                if args.username
+                else _ask("Username: ", USERNAME, unused)
+            )
+            email = _validated(EMAIL, args.email) if args.email else _ask("Email address: ", EMAIL)
+            password = _ask_password()
+        try:
+            await services.create_user(username, email, password, is_staff=True, is_superuser=True)
+        except Conflict as exc:
+            raise CommandError(" ".join(e["message"] for e in exc.errors or []) or exc.detail) from None
+    print("Superuser created successfully.")
+
+
+async def changepassword(args: argparse.Namespace) -> None:
+    """Set a user's password (asked twice, no echo); every session of theirs ends at once."""
+    from apps.user import services
+    from apps.user.models import User, username_key
+
+    async with database():
+        username = args.username or getpass.getuser()
+        user = await User.get_or_none(username_key=username_key(username))
+        if user is None:
+            raise CommandError(f"user '{username}' does not exist")
+        print(f"Changing password for user '{user.username}'")
+        password = _ask_password()
+        ended = await services.set_password(user, password)
+    print(f"Password changed successfully for user '{user.username}'; {ended} session(s) ended.")
+
+
+async def clearsessions(args: argparse.Namespace) -> None:
+    """Delete ended and expired sessions with their refresh tokens."""
+    from apps.user import services
+
+    async with database():
+        deleted = await services.clear_sessions()
+    print(f"Deleted {deleted} ended or expired session(s).")
+
+
+async def import_django_users(args: argparse.Namespace) -> None:
+    """Import a Django project's auth_user, passwords included; re-running updates, never duplicates."""
+    from apps.user import django_import
+
+    try:
+        if args.json:
+            users = django_import.read_dumpdata(Path(args.json))
+        else:
+            users = await django_import.read_database(args.database_url)
+    except (OSError, ValueError, KeyError) as exc:
+        raise CommandError(f"cannot read the Django users: {exc}") from None
+    except Exception as exc:  # a database that does not answer, or has no auth_user table
+        raise CommandError(f"cannot read the Django users: {type(exc).__name__}: {exc}") from None
+    async with database():
+        report = await django_import.import_users(users, dry_run=args.dry_run)
+    print(report.summary(args.dry_run))
+    if args.dry_run:
+        print("Dry run: nothing was written.")
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("createsuperuser", help="create a staff superuser")
+    p.add_argument("--username", help="the username (asked for if missing)")
+    p.add_argument("--email", help="the email address (asked for if missing)")
+    p.add_argument(
+        "--noinput",
+        "--no-input",
+        action="store_true",
+        help="ask nothing: DJANGO_SUPERUSER_USERNAME, _EMAIL and _PASSWORD (none: unusable password)",
+    )
+    p.set_defaults(run=createsuperuser, needs_settings=True)
+
+    p = commands.add_parser("changepassword", help="change a user's password; ends their sessions")
+    p.add_argument("username", nargs="?", help="the user (default: the current system user name)")
+    p.set_defaults(run=changepassword, needs_settings=True)
+
+    p = commands.add_parser("clearsessions", help="delete ended and expired sessions")
+    p.set_defaults(run=clearsessions, needs_settings=True)
+
+    p = commands.add_parser(
+        "import_django_users", help="import users (and their passwords) from a Django project"
+    )
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--database-url", help="the Django database: sqlite:///path/db.sqlite3 or postgres://..."
+    )
+    source.add_argument("--json", help='a file written by "manage.py dumpdata auth.user"')
+    p.add_argument("--dry-run", action="store_true", help="report what would happen, write nothing")
+    p.set_defaults(run=import_django_users, needs_settings=True)
