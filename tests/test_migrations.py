@@ -19,7 +19,10 @@ def manage(*args: str, database_url: str) -> subprocess.CompletedProcess:
 async def test_migrations_were_applied_by_manage_py(app, backend):
     # the harness built this database with `manage.py migrate`, never generate_schemas
     _, rows = await connections.get("default").execute_query("SELECT app, name FROM tortoise_migrations")
-    assert {(row["app"], row["name"]) for row in rows} == {("user", "0001_initial")}
+    assert {(row["app"], row["name"]) for row in rows} == {
+        ("user", "0001_initial"),
+        ("user", "0002_widen_username_key"),
+    }
 
 
 async def test_migrate_again_is_a_no_op(database_url):

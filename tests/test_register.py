@@ -120,3 +120,17 @@ async def test_username_follows_djangos_rules(client, username):
         json={"username": username, "email": f"{unique()}@example.com", "password": PASSWORD},
     )
     assert [e["field"] for e in assert_problem(r, 422)["errors"]] == ["username"]
+
+
+async def test_a_name_that_grows_under_case_folding_fits(client):
+    # 150 characters, 300 once case-folded for the unique index (each ß becomes ss)
+    name = "ß" * 140 + unique("")
+    r = await client.post(
+        "/user/register", json={"username": name, "email": f"{unique()}@example.com", "password": PASSWORD}
+    )
+    assert r.status_code == 201, r.text
+    twin = await client.post(
+        "/user/register",
+        json={"username": name.replace("ß", "ẞ"), "email": f"{unique()}@example.com", "password": PASSWORD},
+    )
+    assert_problem(twin, 409)

@@ -36,7 +36,8 @@ def normalize_email(email: str) -> str:
 class User(Model):
     id = fields.IntField(primary_key=True)
     username = fields.CharField(max_length=150)
-    username_key = fields.CharField(max_length=150, unique=True)
+    # case folding can lengthen a name (ß -> ss, up to 3 characters for 1): room for 150 of the worst kind
+    username_key = fields.CharField(max_length=450, unique=True)
     email = fields.CharField(max_length=254, unique=True)
     password = fields.CharField(max_length=255)
     is_active = fields.BooleanField(default=True)
