@@ -84,3 +84,10 @@ async def test_unknown_account_costs_a_full_argon2id_verification(client, monkey
     wrong_password_hash, unknown_account_hash = verified_against
     prefix = "$argon2id$v=19$m=19456,t=2,p=1$"
     assert wrong_password_hash.startswith(prefix) and unknown_account_hash.startswith(prefix)
+
+
+@pytest.mark.parametrize("identifier", [{"username": "u" * 4000}, {"email": "e" * 3000 + "@example.com"}])
+async def test_overlong_identifiers_are_unknown_accounts(client, identifier):
+    # found by schemathesis: Tortoise refused the over-long filter value with a 500
+    r = await client.post("/user/login", json={**identifier, "password": "whatever-password"})
+    assert_problem(r, 401, "invalid_credentials")

@@ -14,17 +14,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from starlette.routing import Route
 
 REF = "#/components/schemas/{model}"
 
 
-class ProblemOut(BaseModel):
+class Problem(BaseModel):
     """RFC 9457 problem details, the body of every error."""
-
-    model_config = ConfigDict(title="Problem")
 
     type: str
     title: str
@@ -38,17 +36,16 @@ class FieldError(BaseModel):
     message: str
 
 
-class ValidationProblemOut(ProblemOut):
+class ValidationProblem(Problem):
     """A 422 (or 409) problem naming each bad field."""
-
-    model_config = ConfigDict(title="ValidationProblem")
 
     errors: list[FieldError] | None = None
 
 
 ERROR_TEXT = {
     400: "Malformed JSON, a body that is not a JSON object, or a bad Host header",
-    401: "No valid credentials or token (WWW-Authenticate: Bearer)",
+    401: "No valid credentials or token (WWW-Authenticate: Bearer); on any endpoint, a Bearer token that is "
+    "malformed, expired or of an ended session",
     403: "Authenticated, but not allowed",
     404: "No such resource",
     409: "Username or email already taken",
@@ -90,8 +87,8 @@ def _problem(status: int) -> dict:
 
 def openapi_schema(routes: list, *, title: str, version: str) -> dict:
     models: list[tuple[type[BaseModel], str]] = [
-        (ProblemOut, "serialization"),
-        (ValidationProblemOut, "serialization"),
+        (Problem, "serialization"),
+        (ValidationProblem, "serialization"),
     ]
     found: list[tuple[Route, str, Operation]] = []
     for route in routes:
@@ -143,13 +140,12 @@ def openapi_schema(routes: list, *, title: str, version: str) -> dict:
                 name: {"description": text, "schema": {"type": "string"}}
                 for name, text in spec.headers.items()
             }
-        errors = set(spec.errors)
+        # 401 everywhere: a broken Bearer token is refused before any view runs, public ones included
+        errors = set(spec.errors) | {401}
         if spec.body:
             errors |= {400, 413, 422}
-        if scopes:
-            errors.add(401)
-            if set(scopes) - {"authenticated"}:
-                errors.add(403)
+        if set(scopes) - {"authenticated"}:
+            errors.add(403)
         for status in sorted(errors):
             responses[str(status)] = _problem(status)
         entry: dict[str, Any] = {

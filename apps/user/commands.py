@@ -82,9 +82,7 @@ async def createsuperuser(args: argparse.Namespace) -> None:
                     raise CommandError("That username is already taken.")
 
             username = (
-                _validated(USERNAME, args.username)
-                if args.username
-                else _ask("Username: ", USERNAME, unused)
+                _validated(USERNAME, args.username) if args.username else _ask("Username: ", USERNAME, unused)
             )
             email = _validated(EMAIL, args.email) if args.email else _ask("Email address: ", EMAIL)
             password = _ask_password()

@@ -12,6 +12,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     EmailStr,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -45,9 +46,33 @@ def _strip_email(value: object) -> object:
     return normalize_email(value) if isinstance(value, str) else value
 
 
-Username = Annotated[str, AfterValidator(_check_username)]
+# The checks run in validators (for Django's messages, after NFKC); the OpenAPI document states the rule.
+Username = Annotated[
+    str,
+    AfterValidator(_check_username),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 150,
+            "pattern": r"^[\w.@+-]+$",
+            "description": "Letters, digits and @ . + - _; unique in any case",
+        }
+    ),
+]
 Email = Annotated[EmailStr, BeforeValidator(_strip_email), AfterValidator(normalize_email)]
-NewPassword = Annotated[str, AfterValidator(_check_password)]
+NewPassword = Annotated[
+    str,
+    AfterValidator(_check_password),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": settings.PASSWORD_MIN_LENGTH,
+            "maxLength": settings.PASSWORD_MAX_LENGTH,
+            "description": "No composition rules",
+        }
+    ),
+]
 
 
 class Body(BaseModel):

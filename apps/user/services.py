@@ -184,9 +184,12 @@ async def authenticate(password: str, *, email: str | None = None, username: str
         InvalidCredentials: 401, whatever the reason.
     """
     if email is not None:
-        user = await User.get_or_none(email=normalize_email(email))
+        key, lookup = normalize_email(email), "email"
     else:
-        user = await User.get_or_none(username_key=username_key(username or ""))
+        key, lookup = username_key(username or ""), "username_key"
+    # An identifier longer than its column names nobody (and Tortoise refuses it before querying).
+    too_long = len(key) > User._meta.fields_map[lookup].max_length
+    user = None if too_long else await User.get_or_none(**{lookup: key})
     if user is None:
         await passwords.burn_password_check(password)
         raise InvalidCredentials()

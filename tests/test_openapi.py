@@ -1,0 +1,264 @@
+"""Issue 4, point 5: OpenAPI 3.1 from the views' own schemas, true to what the server answers."""
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import jsonschema
+import pytest
+from openapi_spec_validator import validate
+
+import settings
+from app import API_VERSION, create_app
+from apps.core.openapi import openapi_schema
+from apps.user import services
+from tests.conftest import PASSWORD, ROOT, bearer, register, unique
+
+
+@pytest.fixture
+def docs_app(monkeypatch, database_url):
+    monkeypatch.setattr(settings, "API_DOCS", True)
+    return create_app(settings.tortoise_config(database_url))
+
+
+@pytest.fixture
+def document(app):
+    return openapi_schema(app.routes, title="authservice", version=API_VERSION)
+
+
+async def test_served_document_is_valid_openapi_3_1(docs_app, document):
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=docs_app), base_url="http://testserver"
+    ) as c:
+        served = (await c.get("/openapi.json")).json()
+    assert served == document
+    assert served["openapi"] == "3.1.0"
+    validate(served)  # openapi-spec-validator, OpenAPI 3.1 rules
+    assert served["components"]["securitySchemes"]["bearerAuth"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+    }
+
+
+async def test_every_route_is_documented(app, document):
+    documented = {(method.upper(), path) for path, ops in document["paths"].items() for method in ops}
+    routed = {
+        (method, re.sub(r"{(\w+)(:\w+)?}", r"{\1}", route.path))
+        for route in app.routes
+        for method in (getattr(route, "methods", None) or set()) - {"HEAD"}
+    }
+    assert routed == documented
+    me = document["paths"]["/user/me"]["get"]
+    assert me["security"] == [{"bearerAuth": []}] and "401" in me["responses"]
+    register_op = document["paths"]["/user/register"]["post"]
+    assert register_op["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/RegisterIn"
+    }
+    assert {"201", "400", "409", "413", "422"} <= set(register_op["responses"])
+    assert "403" in document["paths"]["/admin/users"]["get"]["responses"]
+
+
+async def test_docs_page_works_offline(docs_app):
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=docs_app), base_url="http://testserver"
+    ) as c:
+        page = await c.get("/docs")
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+        assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+        assert assets and all(a.startswith("/docs/static/") for a in assets), assets  # nothing from a CDN
+        for asset in assets:
+            r = await c.get(asset)
+            assert r.status_code == 200 and len(r.content) > 1000, asset
+
+
+async def test_docs_are_off_unless_enabled(client):
+    # the suite's app runs with DEBUG and API_DOCS off
+    assert (await client.get("/openapi.json")).status_code == 404
+    assert (await client.get("/docs")).status_code == 404
+
+
+def _operation(document, method: str, path: str):
+    for template, ops in document["paths"].items():
+        pattern = "^" + re.sub(r"{\w+}", "[^/]+", template) + "$"
+        if re.match(pattern, path) and method.lower() in ops:
+            return template, ops[method.lower()]
+    return None, None
+
+
+async def test_every_response_matches_its_documented_schema(app, document):
+    """Drive every operation through its success and typical errors; check each answer against the doc."""
+    seen: list[httpx.Response] = []
+
+    async def record(response):
+        await response.aread()
+        seen.append(response)
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://testserver", event_hooks={"response": [record]}
+    ) as c:
+        await c.get("/health")
+        reg = await register(c)
+        user_auth = bearer(reg["access_token"])
+        await c.post(
+            "/user/register",
+            json={"username": reg["user"]["username"], "email": reg["user"]["email"], "password": PASSWORD},
+        )  # 409
+        await c.post("/user/register", content=b"{", headers={"Content-Type": "application/json"})  # 400
+        await c.post("/user/register", json={"username": "x"})  # 422
+        await c.post("/user/login", json={"email": reg["user"]["email"], "password": "wrong-password"})  # 401
+        await c.post("/user/login", content=b"x" * (settings.MAX_BODY_SIZE + 1))  # 413
+        pair = (
+            await c.post("/user/login", json={"email": reg["user"]["email"], "password": PASSWORD})
+        ).json()
+        await c.post("/user/refresh-token", json={"refresh_token": pair["refresh_token"]})
+        await c.post("/user/refresh-token", json={"refresh_token": "spent-or-unknown"})  # 401
+        await c.get("/user/me", headers=user_auth)
+        await c.get("/user/me")  # 401
+        await c.get("/user/verify", headers=user_auth)
+        await c.patch("/user/me", json={"username": unique("p")}, headers=user_auth)
+        await c.post(
+            "/user/me/password",
+            json={"current_password": PASSWORD, "new_password": "Another-Passw0rd"},
+            headers=user_auth,
+        )
+        await c.get("/admin/users", headers=user_auth)  # 403
+        staff_name = unique("st")
+        await services.create_user(staff_name, f"{staff_name}@example.com", PASSWORD, is_staff=True)
+        staff = bearer(
+            (await c.post("/user/login", json={"username": staff_name, "password": PASSWORD})).json()[
+                "access_token"
+            ]
+        )
+        victim = await register(c)
+        vid = victim["user"]["id"]
+        await c.get("/admin/users", params={"search": victim["user"]["username"]}, headers=staff)
+        await c.get("/admin/users", params={"page": "0"}, headers=staff)  # 422
+        await c.get(f"/admin/users/{vid}", headers=staff)
+        await c.get("/admin/users/999999999", headers=staff)  # 404
+        await c.patch(f"/admin/users/{vid}", json={"is_staff": True}, headers=staff)
+        await c.delete(f"/admin/users/{vid}/sessions", headers=staff)
+        await c.delete(f"/admin/users/{vid}", headers=staff)
+        await c.post("/user/logout", headers=user_auth)
+        other = await register(c)
+        await c.request(
+            "DELETE", "/user/me", json={"password": PASSWORD}, headers=bearer(other["access_token"])
+        )
+
+    exercised = set()
+    for response in seen:
+        method, path = response.request.method, response.request.url.path
+        template, op = _operation(document, method, path)
+        assert op is not None, f"{method} {path} is not documented"
+        status = str(response.status_code)
+        assert status in op["responses"], (
+            f"{method} {path} answered {status}, documented: {list(op['responses'])}"
+        )
+        exercised.add((method, template))
+        documented = op["responses"][status]
+        if response.status_code == 204:
+            assert response.content == b""
+            continue
+        media_type = response.headers["content-type"].split(";")[0]
+        assert media_type in documented["content"], (method, path, status, media_type)
+        schema = {**documented["content"][media_type]["schema"], "components": document["components"]}
+        jsonschema.validate(response.json(), schema, cls=jsonschema.Draft202012Validator)
+    every = {(m.upper(), p) for p, ops in document["paths"].items() for m in ops}
+    assert exercised == every, every - exercised
+
+
+@pytest.fixture
+def live_server(database_url, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "API_DOCS": "true",
+        "ACCESS_LOG": "false",
+        "REVOCATION_EPOCH_FILE": str(tmp_path / "epoch"),
+    }
+    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "app:app", "--port", str(port), "--no-access-log"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(base + "/health").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(15)
+        log.close()
+
+
+def test_schemathesis_finds_no_server_error_and_no_schema_violation(live_server, database_url, tmp_path):
+    name = unique("fuzz")
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "DJANGO_SUPERUSER_USERNAME": name,
+        "DJANGO_SUPERUSER_EMAIL": f"{name}@example.com",
+        "DJANGO_SUPERUSER_PASSWORD": PASSWORD,
+    }
+    created = subprocess.run(
+        [sys.executable, "manage.py", "createsuperuser", "--noinput"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert created.returncode == 0, created.stderr
+    login = httpx.post(live_server + "/user/login", json={"username": name, "password": PASSWORD})
+    common = [
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "run",
+        f"{live_server}/openapi.json",
+        "--checks",
+        "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance",
+        "--max-examples",
+        "25",
+        "--seed",
+        "1",
+        "--request-timeout",
+        "30",
+        "--generation-database",
+        "none",
+        "--header",
+        f"Authorization: Bearer {login.json()['access_token']}",
+    ]
+    # First with the operations that could end the fuzzer's own session left out, so every other one is
+    # explored authenticated; then everything, destructive operations included.
+    keep_session = [
+        "--exclude-operation-id",
+        "logout",
+        "--exclude-operation-id",
+        "delete_me",
+        "--exclude-operation-id",
+        "user_update",
+        "--exclude-operation-id",
+        "user_delete",
+        "--exclude-operation-id",
+        "user_sessions_end",
+    ]
+    for extra in (keep_session, []):
+        result = subprocess.run(common + extra, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+        assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+        assert "Authentication failed" not in result.stdout or not extra, result.stdout[-3000:]
