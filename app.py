@@ -17,6 +17,7 @@ from tortoise.contrib.starlette import RegisterTortoise
 
 import settings
 from apps.admin.urls import routes as admin_routes
+from apps.core import database
 from apps.core.errors import EXCEPTION_HANDLERS
 from apps.core.logs import configure_logging
 from apps.core.openapi import docs_routes, operation
@@ -58,6 +59,7 @@ def create_app(tortoise_config: dict | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with RegisterTortoise(app, config=config):
             yield
+            await database.close_readers()
         passwords.shutdown()
 
     middleware = [

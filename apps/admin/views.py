@@ -5,15 +5,14 @@ delete the people above them)."""
 
 from __future__ import annotations
 
-from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
 from apps.admin.schemas import AdminUserOut, AdminUserUpdateIn, SessionsEndedOut, UserListQuery, UserPage
-from apps.core.errors import PermissionDenied, Problem, ValidationFailed
+from apps.core.errors import PermissionDenied, Problem
 from apps.core.openapi import operation
 from apps.core.permissions import requires_scope
-from apps.core.requests import read_json, validation_errors
+from apps.core.requests import read_json, read_query
 from apps.core.responses import json_response
 from apps.user import services
 from apps.user.models import User
@@ -49,10 +48,7 @@ async def _target(request: Request) -> User:
 @requires_scope("staff")
 async def user_list(request: Request) -> Response:
     """Search matches part of the username or email in any case; oldest accounts first."""
-    try:
-        query = UserListQuery.model_validate(dict(request.query_params))
-    except ValidationError as exc:
-        raise ValidationFailed(errors=validation_errors(exc)) from None
+    query = read_query(request, UserListQuery)
     count, users = await services.list_users(
         search=query.search,
         is_active=query.is_active,

@@ -65,3 +65,15 @@ async def read_json(request: Request, schema: type[Schema]) -> Schema:
         return schema.model_validate(data)
     except PydanticValidationError as exc:
         raise ValidationFailed(errors=validation_errors(exc)) from None
+
+
+def read_query(request: Request, schema: type[Schema]) -> Schema:
+    """Validate the query string (a repeated parameter counts once, the last value).
+
+    Raises:
+        ValidationFailed: 422, naming every bad or unknown parameter.
+    """
+    try:
+        return schema.model_validate(dict(request.query_params))
+    except PydanticValidationError as exc:
+        raise ValidationFailed(errors=validation_errors(exc)) from None

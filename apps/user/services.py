@@ -17,6 +17,7 @@ from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 import settings
+from apps.core import database
 from apps.core.errors import BEARER_CHALLENGE, Conflict, Problem, ValidationFailed
 from apps.user import authcache, passwords, tokens
 from apps.user.models import RefreshToken, Session, User, normalize_email, username_key
@@ -311,17 +312,21 @@ async def user_profile(user_id: int) -> dict | None:
     """The public fields of an account, fresh from the database (GET /user/me, on every call).
 
     Tortoise writes the SQL once per database dialect; running it directly skips building a queryset
-    and a model, which cost several times more than the primary-key look-up itself.
+    and a model, which cost several times more than the primary-key look-up itself. On SQLite it runs
+    on a read-only connection of its own (apps/core/database.py explains why).
     """
     connection = connections.get("default")
     dialect = connection.capabilities.dialect
     sql = _profile_sql.get(dialect)
     if sql is None:
         sql = _profile_sql[dialect] = User.filter(id=0).values(*PROFILE_FIELDS).sql(params_inline=False)
-    _, rows = await connection.execute_query(sql, [user_id])
-    if not rows:
+    if dialect == "sqlite" and connection.filename != ":memory:":
+        profile = await database.sqlite_reader(connection.filename).fetch_one(sql, [user_id])
+    else:
+        _, rows = await connection.execute_query(sql, [user_id])
+        profile = dict(rows[0]) if rows else None
+    if profile is None:
         return None
-    profile = dict(rows[0])
     for name in ("date_joined", "last_login"):  # SQLite hands back ISO strings, asyncpg datetimes
         if isinstance(profile[name], str):
             profile[name] = datetime.fromisoformat(profile[name])
