@@ -312,7 +312,9 @@ def run_database(kind: str, args, tmp: Path, log_dir: Path) -> dict:
     users = 1000
     prepare_service_db(ours_url, users, tmp)
     env = service_env(ours_url, tmp)
-    verify_seconds, threads = median_verify_seconds(env)
+    # Sampled again before every login measurement: the limit is taken under the same conditions.
+    verify_samples: list[float] = []
+    threads = 1
 
     bare = Server("bare", PEERS_PY, "bare:app", {}, BENCH / "peers")
     ours = Server(f"authservice-{kind}", PROJECT_PY, "app:app", env, ROOT)
@@ -352,6 +354,8 @@ def run_database(kind: str, args, tmp: Path, log_dir: Path) -> dict:
             for name, url, token in read_scenarios:
                 wrk(url, seconds=w, connections=c, token=token)  # warm-up, discarded
                 record(name, wrk(url, seconds=d, connections=c, token=token))
+            seconds, threads = median_verify_seconds(env)
+            verify_samples.append(seconds)
             wrk(
                 ours.url + "/user/login",
                 seconds=w,
@@ -408,10 +412,12 @@ def run_database(kind: str, args, tmp: Path, log_dir: Path) -> dict:
     finally:
         for server in servers:
             server.stop()
+    verify_seconds = statistics.median(verify_samples)
     results["_hash"] = {
         "median_verify_s": verify_seconds,
         "threads": threads,
         "limit_per_s": threads / verify_seconds,
+        "verify_samples_s": verify_samples,
     }
     results["_commands"] = commands
     return results

@@ -6,10 +6,13 @@ on a fresh PostgreSQL database created for the run (and dropped after it).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import socket
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -96,6 +99,50 @@ async def client(app):
     transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
         yield c
+
+
+@contextlib.contextmanager
+def live_server(database_url: str, log_dir: Path, *uvicorn_args: str, env: dict[str, str] | None = None):
+    """The service as an operator runs it: `uvicorn app:app` in its own process; yields its base URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    full_env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "ACCESS_LOG": "false",
+        "REVOCATION_EPOCH_FILE": str(log_dir / f"epoch-{port}"),
+        **(env or {}),
+    }
+    with open(log_dir / f"server-{port}.log", "wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "app:app",
+                "--port",
+                str(port),
+                "--no-access-log",
+                *uvicorn_args,
+            ],
+            cwd=ROOT,
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(300):
+                try:
+                    if httpx.get(base + "/health").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            yield base
+        finally:
+            proc.terminate()
+            proc.wait(20)
 
 
 def unique(prefix: str = "u") -> str:

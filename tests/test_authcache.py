@@ -7,7 +7,6 @@ counter is not told about goes unseen) and that every in-band revocation reaches
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ import pytest
 import settings
 from apps.user import authcache
 from apps.user.models import Session
-from tests.conftest import ROOT, assert_problem, bearer, register
+from tests.conftest import ROOT, assert_problem, bearer, live_server, register
 
 
 async def me(client, pair):
@@ -109,46 +108,8 @@ def test_concurrent_bumps_from_many_processes_all_count(tmp_path):
 @pytest.fixture
 def two_workers(database_url, tmp_path):
     """The service as deployed: uvicorn with two worker processes on the suite's database."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "REVOCATION_EPOCH_FILE": str(tmp_path / "epoch"),
-        "ACCESS_LOG": "false",
-    }
-    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "app:app",
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-            "--no-access-log",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                if httpx.get(base + "/health").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+    with live_server(database_url, tmp_path, "--workers", "2") as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(20)
-        log.close()
 
 
 def test_logout_is_refused_at_once_by_every_worker(two_workers):

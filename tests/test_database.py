@@ -45,3 +45,8 @@ async def test_sqlite_reader_is_read_only_and_sees_committed_writes(app, backend
     reader = database.sqlite_reader(connections.get("default").filename)
     with pytest.raises(sqlite3.OperationalError, match="readonly"):
         await reader.fetch_one("UPDATE user_user SET is_staff = 0", [])
+    # a refused write must not leave the reader inside an old snapshot
+    await User.filter(id=reg["user"]["id"]).update(is_staff=False)
+    assert (await client.get("/user/me", headers=bearer(reg["access_token"]))).json()["is_staff"] is False
+    await User.filter(id=reg["user"]["id"]).update(is_staff=True)
+    assert (await client.get("/user/me", headers=bearer(reg["access_token"]))).json()["is_staff"] is True

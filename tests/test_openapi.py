@@ -2,10 +2,8 @@
 
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import jsonschema
@@ -16,7 +14,7 @@ import settings
 from app import API_VERSION, create_app
 from apps.core.openapi import openapi_schema
 from apps.user import services
-from tests.conftest import PASSWORD, ROOT, bearer, register, unique
+from tests.conftest import PASSWORD, ROOT, bearer, live_server, register, unique
 
 
 @pytest.fixture
@@ -173,41 +171,12 @@ async def test_every_response_matches_its_documented_schema(app, document):
 
 
 @pytest.fixture
-def live_server(database_url, tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "API_DOCS": "true",
-        "ACCESS_LOG": "false",
-        "REVOCATION_EPOCH_FILE": str(tmp_path / "epoch"),
-    }
-    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "app:app", "--port", str(port), "--no-access-log"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                if httpx.get(base + "/health").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+def docs_server(database_url, tmp_path):
+    with live_server(database_url, tmp_path, env={"API_DOCS": "true"}) as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(15)
-        log.close()
 
 
-def test_schemathesis_finds_no_server_error_and_no_schema_violation(live_server, database_url, tmp_path):
+def test_schemathesis_finds_no_server_error_and_no_schema_violation(docs_server, database_url, tmp_path):
     name = unique("fuzz")
     env = {
         **os.environ,
@@ -224,13 +193,13 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(live_server,
         text=True,
     )
     assert created.returncode == 0, created.stderr
-    login = httpx.post(live_server + "/user/login", json={"username": name, "password": PASSWORD})
+    login = httpx.post(docs_server + "/user/login", json={"username": name, "password": PASSWORD})
     common = [
         sys.executable,
         "-m",
         "schemathesis.cli",
         "run",
-        f"{live_server}/openapi.json",
+        f"{docs_server}/openapi.json",
         "--checks",
         "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance",
         "--max-examples",

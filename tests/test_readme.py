@@ -3,15 +3,11 @@
 import json
 import os
 import re
-import socket
 import subprocess
-import sys
-import time
 
-import httpx
 import pytest
 
-from tests.conftest import ROOT, migrate
+from tests.conftest import ROOT, live_server, migrate
 
 
 def walkthrough() -> str:
@@ -25,31 +21,8 @@ def walkthrough() -> str:
 def server(tmp_path):
     url = f"sqlite://{tmp_path / 'readme.sqlite3'}"
     migrate(url)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "DATABASE_URL": url}
-    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "app:app", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                if httpx.get(base + "/health").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+    with live_server(url, tmp_path) as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
 
 
 def test_curl_walkthrough(server):

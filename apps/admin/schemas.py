@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from apps.user.schemas import Body
+from apps.user.schemas import PatchBody
 
 MAX_PAGE_SIZE = 200
 
@@ -41,19 +41,10 @@ class UserPage(BaseModel):
     results: list[AdminUserOut]
 
 
-class AdminUserUpdateIn(Body):
-    """PATCH semantics: absent fields stay as they are."""
-
+class AdminUserUpdateIn(PatchBody):
     is_active: bool | None = None
     is_staff: bool | None = None
     is_superuser: bool | None = Field(None, description="Only a superuser may change it")
-
-    @field_validator("is_active", "is_staff", "is_superuser", mode="before")
-    @classmethod
-    def not_null(cls, value: object) -> object:
-        if value is None:
-            raise ValueError("This field cannot be null; leave it out to keep the current value.")
-        return value
 
 
 class SessionsEndedOut(BaseModel):

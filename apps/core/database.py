@@ -37,7 +37,8 @@ class SqliteReader:
 
     async def fetch_one(self, sql: str, parameters: list) -> dict | None:
         if self._connection is None:
-            connection = await aiosqlite.connect(f"file:{self.path}?mode=ro", uri=True)
+            # autocommit: no implicit BEGIN, so no read ever holds an old snapshot open
+            connection = await aiosqlite.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
             connection.row_factory = sqlite3.Row
             if self._connection is None:
                 self._connection = connection

@@ -103,18 +103,20 @@ class RefreshIn(Body):
     refresh_token: str
 
 
-class ProfileUpdateIn(Body):
-    """PATCH semantics: an absent field is left alone; null is not a value either field can take."""
+class PatchBody(Body):
+    """PATCH semantics: an absent field is left alone, and null is not a value any field can take."""
 
-    username: Username | None = None
-    email: Email | None = None
-
-    @field_validator("username", "email", mode="before")
+    @field_validator("*", mode="before")
     @classmethod
     def not_null(cls, value: object) -> object:
         if value is None:
             raise ValueError("This field cannot be null; leave it out to keep the current value.")
         return value
+
+
+class ProfileUpdateIn(PatchBody):
+    username: Username | None = None
+    email: Email | None = None
 
 
 class PasswordChangeIn(Body):
