@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from pydantic import BaseModel, ConfigDict, Field
 
-from apps.user.schemas import PatchBody
+from apps.user.schemas import PatchBody, UserOut
 
 MAX_PAGE_SIZE = 200
 
@@ -21,17 +19,10 @@ class UserListQuery(BaseModel):
     page_size: int = Field(50, ge=1, le=MAX_PAGE_SIZE, description=f"Users per page, at most {MAX_PAGE_SIZE}")
 
 
-class AdminUserOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+class AdminUserOut(UserOut):
+    """The user as staff see it: what the user sees, and is_superuser."""
 
-    id: int
-    username: str
-    email: str
-    is_active: bool
-    is_staff: bool
     is_superuser: bool
-    date_joined: datetime
-    last_login: datetime | None
 
 
 class UserPage(BaseModel):
