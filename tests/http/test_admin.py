@@ -4,7 +4,7 @@ import pytest
 
 from apps.user import services
 from apps.user.models import Session, User
-from tests.conftest import PASSWORD, assert_problem, bearer, register, unique
+from tests.helpers import PASSWORD, assert_problem, bearer, register, unique
 
 
 async def account(client, *, is_staff=False, is_superuser=False) -> dict:

@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 from apps.user.models import User
-from tests.conftest import ROOT, _postgres_url_for, assert_problem, bearer
+from tests.helpers import ROOT, assert_problem, bearer, postgres_url_for
 
 HASHERS = ["pbkdf2_sha256", "pbkdf2_sha1", "argon2", "bcrypt_sha256", "scrypt"]
 
@@ -81,7 +81,7 @@ def django_databases(tmp_path_factory):
             "USER": parts.username or "postgres",
             "PASSWORD": parts.password or "",
         }
-        urls["postgres"] = _postgres_url_for(pg_base, pg_name)
+        urls["postgres"] = postgres_url_for(pg_base, pg_name)
     if not django_settings.configured:
         django_settings.configure(
             DATABASES=databases,

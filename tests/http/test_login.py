@@ -4,7 +4,7 @@ import pytest
 
 from apps.user import passwords
 from apps.user.models import User
-from tests.conftest import PASSWORD, assert_problem, register, unique
+from tests.helpers import PASSWORD, assert_problem, register, unique
 
 
 async def test_login_by_email_any_case(client):

@@ -6,7 +6,7 @@ import sys
 
 from tortoise import connections
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def manage(*args: str, database_url: str) -> subprocess.CompletedProcess:

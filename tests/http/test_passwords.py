@@ -10,7 +10,7 @@ from passlib.hash import pbkdf2_sha256
 import settings
 from apps.user import passwords
 from apps.user.models import User, username_key
-from tests.conftest import PASSWORD, assert_problem, register, unique
+from tests.helpers import PASSWORD, assert_problem, register, unique
 
 
 def django_hash(password: str, hasher: str) -> str:

@@ -8,7 +8,7 @@ import pytest
 
 import settings
 from apps.user import tokens
-from tests.conftest import assert_problem, bearer, register
+from tests.helpers import assert_problem, bearer, register
 
 
 def claims_of(token: str) -> dict:

@@ -2,7 +2,7 @@
 
 import logging
 
-from tests.conftest import assert_problem, bearer, register
+from tests.helpers import assert_problem, bearer, register
 
 
 async def test_no_header_is_anonymous_and_protected_views_answer_401(client):

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import ROOT, live_server, migrate
+from tests.helpers import ROOT, live_server, migrate
 
 
 def walkthrough() -> str:

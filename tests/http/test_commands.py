@@ -11,7 +11,7 @@ import pexpect
 import pytest
 
 from apps.user.models import Session, User
-from tests.conftest import PASSWORD, ROOT, assert_problem, bearer, register, unique
+from tests.helpers import PASSWORD, ROOT, assert_problem, bearer, register, unique
 
 COMMANDS = [
     "runserver",

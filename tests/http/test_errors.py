@@ -6,7 +6,7 @@ import pytest
 
 import settings
 from apps.user import services
-from tests.conftest import PASSWORD, assert_problem, register, unique
+from tests.helpers import PASSWORD, assert_problem, register, unique
 
 
 async def test_malformed_json_is_400(client):

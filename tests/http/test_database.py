@@ -36,7 +36,7 @@ async def test_sqlite_reader_is_read_only_and_sees_committed_writes(app, backend
 
     from apps.core import database
     from apps.user.models import User
-    from tests.conftest import bearer, register
+    from tests.helpers import bearer, register
 
     reg = await register(client)
     assert (await client.get("/user/me", headers=bearer(reg["access_token"]))).json()["is_staff"] is False

@@ -14,7 +14,7 @@ import settings
 from app import API_VERSION, create_app
 from apps.core.openapi import openapi_schema
 from apps.user import services
-from tests.conftest import PASSWORD, ROOT, bearer, live_server, register, unique
+from tests.helpers import PASSWORD, ROOT, bearer, live_server, register, unique
 
 
 @pytest.fixture

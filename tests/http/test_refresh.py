@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 from apps.user import tokens
 from apps.user.models import RefreshToken, Session, User
-from tests.conftest import assert_problem, bearer, register
+from tests.helpers import assert_problem, bearer, register
 
 
 async def refresh(client, token):

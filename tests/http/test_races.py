@@ -4,7 +4,7 @@ row locks); they run on SQLite too, where writes are serialised."""
 import asyncio
 
 from apps.user.models import RefreshToken, Session, User
-from tests.conftest import PASSWORD, register, unique
+from tests.helpers import PASSWORD, register, unique
 
 N = 8
 

@@ -6,7 +6,7 @@ token itself has not expired; the check is the session row, which every worker p
 
 from apps.user import services
 from apps.user.models import RefreshToken, Session, User
-from tests.conftest import PASSWORD, assert_problem, bearer, register
+from tests.helpers import PASSWORD, assert_problem, bearer, register
 
 
 async def login(client, reg):

@@ -4,7 +4,7 @@ import pytest
 from tortoise.exceptions import IntegrityError
 
 from apps.user.models import User, username_key
-from tests.conftest import PASSWORD, assert_problem, register, unique
+from tests.helpers import PASSWORD, assert_problem, register, unique
 
 
 async def test_register_returns_token_pair_and_user(client):

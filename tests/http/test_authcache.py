@@ -18,7 +18,7 @@ import pytest
 import settings
 from apps.user import authcache
 from apps.user.models import Session
-from tests.conftest import ROOT, assert_problem, bearer, live_server, register
+from tests.helpers import ROOT, assert_problem, bearer, live_server, register
 
 
 async def me(client, pair):
