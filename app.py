@@ -17,11 +17,11 @@ from tortoise.contrib.starlette import RegisterTortoise
 
 import settings
 from apps.admin.urls import routes as admin_routes
-from apps.core import database
+from apps.core import database, lifecycle
 from apps.core.errors import EXCEPTION_HANDLERS
 from apps.core.logs import configure_logging
 from apps.core.openapi import docs_routes, operation
-from apps.user import passwords
+from apps.user.problems import EXCEPTION_HANDLERS as ACCOUNT_EXCEPTION_HANDLERS
 from apps.user.urls import routes as user_routes
 from middleware import (
     AllowedHostsMiddleware,
@@ -57,10 +57,9 @@ def create_app(tortoise_config: dict | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with RegisterTortoise(app, config=config):
+        database.create_sqlite_file(config)
+        async with RegisterTortoise(app, config=config), lifecycle.running():
             yield
-            await database.close_readers()
-        passwords.shutdown()
 
     middleware = [
         Middleware(RequestContextMiddleware),
@@ -91,7 +90,7 @@ def create_app(tortoise_config: dict | None = None) -> Starlette:
         debug=False,
         routes=routes,
         middleware=middleware,
-        exception_handlers=EXCEPTION_HANDLERS,
+        exception_handlers={**EXCEPTION_HANDLERS, **ACCOUNT_EXCEPTION_HANDLERS},
         lifespan=lifespan,
     )
 

@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import settings
 from apps.core.errors import InvalidToken, problem_from, problem_response, unexpected_error_response
 from apps.core.logs import request_id_var
-from apps.user import authcache, services, tokens
+from apps.user import authentication
 
 access_log = logging.getLogger("authservice.access")
 
@@ -159,7 +159,7 @@ class JWTAuthenticationBackend(AuthenticationBackend):
 
     No header or another scheme: not ours, anonymous (None). A Bearer token that is malformed,
     expired, of the wrong type, or whose session has ended: ours but broken, 401. Verified tokens
-    and live sessions are cached per worker; authcache.py explains why that stays correct.
+    and live sessions are cached per worker; apps/user/authentication.py explains why that stays correct.
     """
 
     async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
@@ -172,20 +172,10 @@ class JWTAuthenticationBackend(AuthenticationBackend):
         token = token.strip()
         if not token:
             raise AuthenticationError("The Bearer token is empty.")
-        cache = authcache.auth_cache()
         try:
-            claims = cache.claims(token)
-        except tokens.TokenError as exc:
+            user = await authentication.authenticator().user_for_token(token)
+        except authentication.TokenRefused as exc:
             raise AuthenticationError(str(exc)) from None
-        epoch = cache.current_epoch()
-        user = cache.session(claims.session_id)
-        if user is None:
-            user = await services.session_user(claims.user_id, claims.session_id)
-            if user is None:
-                raise AuthenticationError("The session of this access token has ended.")
-            cache.remember(user, epoch)
-        if user.id != claims.user_id:
-            raise AuthenticationError("The access token is malformed or not issued by this service.")
         return AuthCredentials(user.scopes), user
 
 

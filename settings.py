@@ -61,6 +61,10 @@ LOG_LEVEL = _str("LOG_LEVEL", "INFO").upper()
 # One line per request from the app itself (with the request id); run uvicorn with --no-access-log.
 ACCESS_LOG = _bool("ACCESS_LOG", True)
 
+# The apps of this project, Django's INSTALLED_APPS: importing one registers what it starts and stops
+# (apps/core/lifecycle.py).
+INSTALLED_APPS = ["apps.user", "apps.admin"]
+
 # --- secrets -------------------------------------------------------------------------------------
 # The value shipped in .env.example; a deployment that kept it would sign tokens anyone can forge.
 EXAMPLE_SECRET_KEY = "change-me-to-a-long-random-string"  # noqa: S105 (the refused value)
@@ -107,7 +111,7 @@ for _origin in CORS_ALLOWED_ORIGINS:
             f"CORS_ALLOWED_ORIGINS entry {_origin!r} is not an origin like https://app.example.com"
         )
 
-# Per-worker cache of live sessions, invalidated on every host-local revocation (apps/user/authcache.py).
+# Per-worker cache of live sessions, dropped on every revocation (apps/user/revocation.py).
 # Turn it off when workers run on several hosts: then every authenticated request queries its session.
 SESSION_CACHE = _bool("SESSION_CACHE", True)
 SESSION_CACHE_TTL = _int("SESSION_CACHE_TTL", 60, minimum=0)  # seconds; bounds staleness of out-of-band edits
@@ -159,6 +163,9 @@ JWT_ISSUER = _str("JWT_ISSUER", "authservice")
 JWT_AUDIENCE = _str("JWT_AUDIENCE", "authservice")
 ACCESS_TOKEN_LIFETIME = _int("ACCESS_TOKEN_LIFETIME", 15 * 60, minimum=30)  # seconds
 REFRESH_TOKEN_LIFETIME = _int("REFRESH_TOKEN_LIFETIME", 14 * 24 * 3600, minimum=60)  # seconds, sliding
+# However active it is, a session ends this long after its login (seconds): a stolen refresh chain
+# cannot be kept alive for ever.
+SESSION_MAX_LIFETIME = _int("SESSION_MAX_LIFETIME", 30 * 24 * 3600, minimum=60)
 
 # --- passwords -----------------------------------------------------------------------------------
 # argon2id at OWASP's recommended minimum (m=19 MiB, t=2, p=1).

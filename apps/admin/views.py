@@ -1,7 +1,7 @@
 """Staff API, Django admin's user list over HTTP: list, search, filter, inspect, (de)activate,
-promote, delete, log out. Every view needs the "staff" scope; changing is_superuser needs
-"superuser", and so does touching a superuser's account (a staff member cannot lock out, demote or
-delete the people above them)."""
+promote, delete, log out. Every view needs the "staff" scope; who may change whom (staff status and
+other staff members need a superuser, the last active superuser stays) is decided in
+apps/user/accounts.py, the same rules manage.py follows."""
 
 from __future__ import annotations
 
@@ -9,39 +9,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from apps.admin.schemas import AdminUserOut, AdminUserUpdateIn, SessionsEndedOut, UserListQuery, UserPage
-from apps.core.errors import PermissionDenied, Problem
 from apps.core.openapi import operation
 from apps.core.permissions import requires_scope
 from apps.core.requests import read_json, read_query
 from apps.core.responses import json_response
-from apps.user import services
+from apps.user import accounts, queries
 from apps.user.models import User
 
 TAGS = ("admin",)
 
 
-class UserNotFound(Problem):
-    status, code, title = 404, "not_found", "Not found"
-    detail = "No user with this id."
-
-
-MAX_ID = 2**31 - 1  # the id column's range; a larger number names no user (and must not reach the SQL)
-
-
 async def _user(request: Request) -> User:
-    user_id = request.path_params["user_id"]
-    user = await User.get_or_none(id=user_id) if user_id <= MAX_ID else None
-    if user is None:
-        raise UserNotFound()
-    return user
-
-
-async def _target(request: Request) -> User:
-    """The user a change is about; a superuser's account only for a superuser."""
-    user = await _user(request)
-    if user.is_superuser and "superuser" not in request.auth.scopes:
-        raise PermissionDenied("Only a superuser may change a superuser's account.")
-    return user
+    return await queries.get_user(request.path_params["user_id"])
 
 
 @operation("List and search users", query=UserListQuery, response=UserPage, errors=(422,), tags=TAGS)
@@ -49,7 +28,7 @@ async def _target(request: Request) -> User:
 async def user_list(request: Request) -> Response:
     """Search matches part of the username or email in any case; oldest accounts first."""
     query = read_query(request, UserListQuery)
-    count, users = await services.list_users(
+    count, users = await queries.list_users(
         search=query.search,
         is_active=query.is_active,
         is_staff=query.is_staff,
@@ -80,12 +59,11 @@ async def user_detail(request: Request) -> Response:
 )
 @requires_scope("staff")
 async def user_update(request: Request) -> Response:
-    """Deactivation ends every session of the user at once; is_superuser needs a superuser."""
+    """Deactivation ends every session of the user at once; staff and superuser flags need a superuser."""
     data = await read_json(request, AdminUserUpdateIn)
-    if data.is_superuser is not None and "superuser" not in request.auth.scopes:
-        raise PermissionDenied("Only a superuser may change is_superuser.")
-    user = await services.set_flags(
-        await _target(request),
+    user = await accounts.set_flags(
+        request.user,
+        await _user(request),
         is_active=data.is_active,
         is_staff=data.is_staff,
         is_superuser=data.is_superuser,
@@ -96,8 +74,7 @@ async def user_update(request: Request) -> Response:
 @operation("Delete a user", status=204, errors=(404,), tags=TAGS)
 @requires_scope("staff")
 async def user_delete(request: Request) -> Response:
-    user = await _target(request)
-    await services.delete_user(user.id)
+    await accounts.delete_user(request.user, await _user(request))
     return Response(status_code=204)
 
 
@@ -105,6 +82,5 @@ async def user_delete(request: Request) -> Response:
 @requires_scope("staff")
 async def user_sessions_end(request: Request) -> Response:
     """Their refresh and access tokens are refused from now on, by every worker."""
-    user = await _target(request)
-    ended = await services.end_user_sessions(user.id, "ended_by_staff")
+    ended = await accounts.end_sessions(request.user, await _user(request), "ended_by_staff")
     return json_response(SessionsEndedOut(ended=ended))

@@ -23,17 +23,20 @@ class CommandError(Exception):
 
 @asynccontextmanager
 async def database():
-    """Tortoise connected to DATABASE_URL for the length of a command."""
+    """Tortoise connected to DATABASE_URL, and every registered component running, for the length of
+    a command: the process a command runs in is the one a web worker runs in."""
     from tortoise import Tortoise
 
     import settings
-    from apps.user import passwords
+    from apps.core import database as databases
+    from apps.core import lifecycle
 
+    databases.create_sqlite_file(settings.TORTOISE_ORM)
     await Tortoise.init(config=settings.TORTOISE_ORM, _enable_global_fallback=True)
     try:
-        yield
+        async with lifecycle.running():
+            yield
     finally:
-        passwords.shutdown()
         await Tortoise.close_connections()
 
 
@@ -43,6 +46,10 @@ async def database():
 def _tortoise_cli():
     from tortoise.cli import cli
 
+    import settings
+    from apps.core.database import create_sqlite_file
+
+    create_sqlite_file(settings.TORTOISE_ORM)
     return cli, cli.CLIContext(config="settings.TORTOISE_ORM", config_file=None)
 
 
@@ -132,26 +139,18 @@ class AsyncConsole(code.InteractiveConsole):
 
 
 def shell(args: argparse.Namespace) -> None:
-    """An asyncio REPL with the database connected and every model imported."""
+    """An asyncio REPL with the database connected and every installed app's models imported."""
     from tortoise import Tortoise
 
     import settings
-    from apps.user import services
-    from apps.user.models import RefreshToken, Session, User
 
-    namespace = {
-        "asyncio": asyncio,
-        "settings": settings,
-        "services": services,
-        "Tortoise": Tortoise,
-        "User": User,
-        "Session": Session,
-        "RefreshToken": RefreshToken,
-    }
+    namespace = {"asyncio": asyncio, "settings": settings, "Tortoise": Tortoise}
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     context = database()
     loop.run_until_complete(context.__aenter__())
+    for app_models in Tortoise.apps.values():
+        namespace.update(app_models)
     console = AsyncConsole(namespace, loop)
     database_kind = urlsplit(settings.DATABASE_URL).scheme
     banner = (

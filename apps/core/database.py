@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 
 import aiosqlite
 import asyncpg
+
+from apps.core import lifecycle
+
+
+def create_sqlite_file(config: dict) -> None:
+    """Create a new SQLite database file readable by its owner only (0600) before SQLite does (0644).
+
+    SQLite gives its -wal and -shm files the database file's permissions, so they follow. An existing
+    file is left as it is.
+    """
+    for connection in config["connections"].values():
+        if isinstance(connection, dict) and connection.get("engine") == "tortoise.backends.sqlite":
+            path = connection["credentials"]["file_path"]
+            if path != ":memory:":
+                try:
+                    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+                except FileExistsError:
+                    pass
 
 
 class PooledConnection(asyncpg.Connection):
@@ -69,3 +88,6 @@ async def close_readers() -> None:
     while _readers:
         _, reader = _readers.popitem()
         await reader.close()
+
+
+lifecycle.register("sqlite readers", stop=close_readers)

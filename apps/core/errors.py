@@ -1,6 +1,6 @@
 """One error shape for the whole service: RFC 9457 problem details (application/problem+json).
 
-Views and services raise a `Problem`; the handlers registered by `app.py` turn it, Starlette's
+Views raise a `Problem`; the handlers registered by `app.py` turn it, Starlette's
 HTTPException (404, 405) and any unexpected exception (500) into the same JSON shape.
 """
 

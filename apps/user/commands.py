@@ -57,8 +57,8 @@ def _ask_password() -> str:
 
 async def createsuperuser(args: argparse.Namespace) -> None:
     """Create a staff superuser, interactively or (--noinput) from DJANGO_SUPERUSER_* variables."""
-    from apps.core.errors import Conflict
-    from apps.user import services
+    from apps.user import accounts
+    from apps.user.exceptions import Taken
     from apps.user.models import User, username_key
 
     async with database():
@@ -87,15 +87,15 @@ async def createsuperuser(args: argparse.Namespace) -> None:
             email = _validated(EMAIL, args.email) if args.email else _ask("Email address: ", EMAIL)
             password = _ask_password()
         try:
-            await services.create_user(username, email, password, is_staff=True, is_superuser=True)
-        except Conflict as exc:
-            raise CommandError(" ".join(e["message"] for e in exc.errors or []) or exc.detail) from None
+            await accounts.create_user(username, email, password, is_staff=True, is_superuser=True)
+        except Taken as exc:
+            raise CommandError(" ".join(e["message"] for e in exc.errors or []) or exc.message) from None
     print("Superuser created successfully.")
 
 
 async def changepassword(args: argparse.Namespace) -> None:
     """Set a user's password (asked twice, no echo); every session of theirs ends at once."""
-    from apps.user import services
+    from apps.user import accounts
     from apps.user.models import User, username_key
 
     async with database():
@@ -105,16 +105,16 @@ async def changepassword(args: argparse.Namespace) -> None:
             raise CommandError(f"user '{username}' does not exist")
         print(f"Changing password for user '{user.username}'")
         password = _ask_password()
-        ended = await services.set_password(user, password)
+        ended = await accounts.set_password(user, password)
     print(f"Password changed successfully for user '{user.username}'; {ended} session(s) ended.")
 
 
 async def clearsessions(args: argparse.Namespace) -> None:
     """Delete ended and expired sessions with their refresh tokens."""
-    from apps.user import services
+    from apps.user import sessions
 
     async with database():
-        deleted = await services.clear_sessions()
+        deleted = await sessions.clear()
     print(f"Deleted {deleted} ended or expired session(s).")
 
 

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import asyncpg
 from pydantic import TypeAdapter, ValidationError
 
-from apps.user import passwords, services
+from apps.user import accounts, passwords
 from apps.user.models import User, normalize_email, normalize_username, username_key
 from apps.user.schemas import Email, Username
 
@@ -233,5 +233,5 @@ async def import_users(users: list[DjangoUser], *, dry_run: bool = False) -> Rep
         else:
             report.unchanged.append(user.id)
     if not dry_run:
-        await services.import_accounts(creates, updates)
+        await accounts.import_accounts(creates, updates)
     return report

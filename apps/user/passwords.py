@@ -29,6 +29,7 @@ from passlib.context import CryptContext
 from passlib.exc import UnknownHashError
 
 import settings
+from apps.core import lifecycle
 from apps.core.errors import Problem
 
 
@@ -176,3 +177,6 @@ def shutdown() -> None:
     if _pool.cache_info().currsize:
         _pool().executor.shutdown(wait=False, cancel_futures=True)
         _pool.cache_clear()
+
+
+lifecycle.register("hashing pool", stop=shutdown)

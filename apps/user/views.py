@@ -1,16 +1,16 @@
-"""User endpoints: parse -> service -> response. The rules live in services.py."""
+"""User endpoints: parse -> accounts / sessions / queries -> response. The rules live in accounts.py."""
 
 from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from apps.core.errors import InvalidToken
 from apps.core.openapi import operation
 from apps.core.permissions import login_required
 from apps.core.requests import read_json
 from apps.core.responses import json_response
-from apps.user import services
+from apps.user import accounts, queries, sessions
+from apps.user.exceptions import AccountGone
 from apps.user.models import User
 from apps.user.schemas import (
     AccountDeleteIn,
@@ -26,15 +26,15 @@ from apps.user.schemas import (
 TAGS = ("user",)
 
 
-def _client(request: Request) -> services.Client:
+def _client(request: Request) -> sessions.Client:
     # Behind nginx, uvicorn's --proxy-headers puts the real client address in request.client.
-    return services.Client(
+    return sessions.Client(
         user_agent=request.headers.get("user-agent", ""),
         ip_address=request.client.host if request.client else None,
     )
 
 
-def _tokens_response(issued: services.IssuedTokens, status_code: int = 200) -> Response:
+def _tokens_response(issued: sessions.IssuedTokens, status_code: int = 200) -> Response:
     body = TokenPairOut(
         access_token=issued.access_token,
         refresh_token=issued.refresh_token,
@@ -48,7 +48,7 @@ def _tokens_response(issued: services.IssuedTokens, status_code: int = 200) -> R
 async def _account(request: Request) -> User:
     account = await User.get_or_none(id=request.user.id)
     if account is None:  # deleted since the session was checked
-        raise InvalidToken("The account of this access token no longer exists.")
+        raise AccountGone()
     return account
 
 
@@ -62,7 +62,7 @@ async def _account(request: Request) -> User:
 )
 async def register(request: Request) -> Response:
     data = await read_json(request, RegisterIn)
-    issued = await services.register(data.username, data.email, data.password, _client(request))
+    issued = await accounts.register(data.username, data.email, data.password, _client(request))
     return _tokens_response(issued, status_code=201)
 
 
@@ -70,7 +70,7 @@ async def register(request: Request) -> Response:
 async def login(request: Request) -> Response:
     """Every failure (unknown account, wrong password, inactive account) is the same 401."""
     data = await read_json(request, LoginIn)
-    issued = await services.login(data.password, _client(request), email=data.email, username=data.username)
+    issued = await accounts.login(data.password, _client(request), email=data.email, username=data.username)
     return _tokens_response(issued)
 
 
@@ -80,7 +80,7 @@ async def login(request: Request) -> Response:
 async def refresh_token(request: Request) -> Response:
     """The refresh token is spent; presenting it again ends the whole session."""
     data = await read_json(request, RefreshIn)
-    issued = await services.rotate_refresh_token(data.refresh_token, _client(request))
+    issued = await sessions.rotate(data.refresh_token, _client(request))
     return _tokens_response(issued)
 
 
@@ -88,7 +88,7 @@ async def refresh_token(request: Request) -> Response:
 @login_required
 async def logout(request: Request) -> Response:
     """The session's refresh token and every access token it issued are refused from now on."""
-    await services.logout(request.user.session_id)
+    await sessions.end(request.user.session_id, "logout")
     return Response(status_code=204)
 
 
@@ -109,9 +109,9 @@ async def verify(request: Request) -> Response:
 @operation("The current user", response=UserOut, tags=TAGS)
 @login_required
 async def me(request: Request) -> Response:
-    profile = await services.user_profile(request.user.id)
+    profile = await queries.user_profile(request.user.id)
     if profile is None:
-        raise InvalidToken("The account of this access token no longer exists.")
+        raise AccountGone()
     return json_response(UserOut.model_validate(profile))
 
 
@@ -119,7 +119,7 @@ async def me(request: Request) -> Response:
 @login_required
 async def update_me(request: Request) -> Response:
     data = await read_json(request, ProfileUpdateIn)
-    account = await services.update_profile(await _account(request), username=data.username, email=data.email)
+    account = await accounts.update_profile(await _account(request), username=data.username, email=data.email)
     return json_response(UserOut.model_validate(account))
 
 
@@ -128,7 +128,7 @@ async def update_me(request: Request) -> Response:
 async def delete_me(request: Request) -> Response:
     """Needs the password; every session ends at once."""
     data = await read_json(request, AccountDeleteIn)
-    await services.delete_account(await _account(request), data.password)
+    await accounts.delete_account(await _account(request), data.password)
     return Response(status_code=204)
 
 
@@ -137,7 +137,7 @@ async def delete_me(request: Request) -> Response:
 async def change_password(request: Request) -> Response:
     """Needs the current password; every other session of the user ends at once."""
     data = await read_json(request, PasswordChangeIn)
-    await services.change_password(
+    await accounts.change_password(
         await _account(request),
         data.current_password,
         data.new_password,

@@ -2,14 +2,14 @@
 
 import pytest
 
-from apps.user import services
+from apps.user import accounts
 from apps.user.models import Session, User
 from tests.helpers import PASSWORD, assert_problem, bearer, register, unique
 
 
 async def account(client, *, is_staff=False, is_superuser=False) -> dict:
     name = unique("s")
-    user = await services.create_user(
+    user = await accounts.create_user(
         name, f"{name}@example.com", PASSWORD, is_staff=is_staff, is_superuser=is_superuser
     )
     r = await client.post("/user/login", json={"username": name, "password": PASSWORD})
@@ -139,12 +139,13 @@ async def test_deactivation_refuses_the_users_tokens_at_once(client, staff):
     ).status_code == 200
 
 
-async def test_promotion_reaches_request_auth_at_once(client, staff):
+async def test_promotion_reaches_request_auth_at_once(client, superuser):
     target = await register(client)
     assert_problem(await client.get("/admin/users", headers=bearer(target["access_token"])), 403)
-    await client.patch(
-        f"/admin/users/{target['user']['id']}", json={"is_staff": True}, headers=bearer(staff["access_token"])
+    r = await client.patch(
+        f"/admin/users/{target['user']['id']}", json={"is_staff": True}, headers=bearer(superuser["access_token"])
     )
+    assert r.status_code == 200, r.text
     assert (await client.get("/admin/users", headers=bearer(target["access_token"]))).status_code == 200
 
 

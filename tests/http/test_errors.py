@@ -5,7 +5,7 @@ import logging
 import pytest
 
 import settings
-from apps.user import services
+from apps.user import accounts
 from tests.helpers import PASSWORD, assert_problem, register, unique
 
 
@@ -69,7 +69,7 @@ async def test_server_error_is_problem_without_trace_or_sql(client, monkeypatch,
     async def explode(*args, **kwargs):
         raise RuntimeError('SELECT "password" FROM "user_user" WHERE secret')
 
-    monkeypatch.setattr(services, "login", explode)
+    monkeypatch.setattr(accounts, "login", explode)
     with caplog.at_level(logging.INFO):
         r = await client.post("/user/login", json={"email": "a@example.com", "password": "whatever"})
     body = assert_problem(r, 500, "server_error")
@@ -83,7 +83,7 @@ async def test_debug_shows_the_traceback(client, monkeypatch):
     async def explode(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(services, "login", explode)
+    monkeypatch.setattr(accounts, "login", explode)
     monkeypatch.setattr(settings, "DEBUG", True)
     r = await client.post("/user/login", json={"email": "a@example.com", "password": "whatever"})
     body = assert_problem(r, 500)
@@ -94,7 +94,7 @@ async def test_unreachable_database_is_503_with_retry_after(client, monkeypatch)
     async def unreachable(*args, **kwargs):
         raise ConnectionRefusedError("connect call failed ('127.0.0.1', 5432)")
 
-    monkeypatch.setattr(services, "authenticate", unreachable)
+    monkeypatch.setattr(accounts, "authenticate", unreachable)
     r = await client.post("/user/login", json={"email": "a@example.com", "password": "whatever"})
     assert_problem(r, 503, "service_unavailable")
     assert r.headers["retry-after"] == "5"

@@ -73,15 +73,15 @@ async def test_request_id_is_generated_echoed_and_logged(client, caplog):
 
 
 async def test_request_id_reaches_every_log_line_of_the_request(client, caplog, monkeypatch):
-    from apps.user import services
+    from apps.user import accounts
 
-    real_login = services.login
+    real_login = accounts.login
 
     async def logging_login(*args, **kwargs):
-        logging.getLogger("apps.user.services").warning("inside the login service")
+        logging.getLogger("apps.user.accounts").warning("inside the login service")
         return await real_login(*args, **kwargs)
 
-    monkeypatch.setattr(services, "login", logging_login)
+    monkeypatch.setattr(accounts, "login", logging_login)
     with caplog.at_level(logging.INFO):
         r = await client.post(
             "/user/login",

@@ -13,7 +13,7 @@ from openapi_spec_validator import validate
 import settings
 from app import API_VERSION, create_app
 from apps.core.openapi import openapi_schema
-from apps.user import services
+from apps.user import accounts
 from tests.helpers import PASSWORD, ROOT, bearer, live_server, register, unique
 
 
@@ -127,7 +127,7 @@ async def test_every_response_matches_its_documented_schema(app, document):
         )
         await c.get("/admin/users", headers=user_auth)  # 403
         staff_name = unique("st")
-        await services.create_user(staff_name, f"{staff_name}@example.com", PASSWORD, is_staff=True)
+        await accounts.create_user(staff_name, f"{staff_name}@example.com", PASSWORD, is_staff=True)
         staff = bearer(
             (await c.post("/user/login", json={"username": staff_name, "password": PASSWORD})).json()[
                 "access_token"

@@ -4,7 +4,7 @@
 token itself has not expired; the check is the session row, which every worker process reads.
 """
 
-from apps.user import services
+from apps.user import accounts
 from apps.user.models import RefreshToken, Session, User
 from tests.helpers import PASSWORD, assert_problem, bearer, register
 
@@ -104,7 +104,7 @@ async def test_delete_account_ends_everything(client):
 
 async def test_deactivation_refuses_tokens_at_once(client):
     reg = await register(client)
-    await services.deactivate(reg["user"]["id"])
+    await accounts.set_flags(None, await User.get(id=reg["user"]["id"]), is_active=False)
     assert_problem(await me(client, reg), 401, "invalid_token")
     assert_problem(
         await client.post("/user/refresh-token", json={"refresh_token": reg["refresh_token"]}), 401

@@ -1,0 +1,67 @@
+"""What starts and stops with the process: one registry, iterated by the app's lifespan and manage.py.
+
+A module that owns a resource (the hashing pool, the SQLite reader, the revocation signal, later the
+mail sender) registers its `start` and `stop` once, at import. `running()` starts them in order of
+registration and stops them in reverse, after the database is connected and before it is closed, so
+a web worker and a manage.py command get the same process, not two slightly different ones.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import settings
+
+logger = logging.getLogger("apps.core.lifecycle")
+
+Hook = Callable[[], Awaitable[None] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Component:
+    name: str
+    start: Hook | None
+    stop: Hook | None
+
+
+_components: dict[str, Component] = {}
+
+
+def register(name: str, *, start: Hook | None = None, stop: Hook | None = None) -> None:
+    """Add a component; registering a name again replaces it (a module reloaded by a test)."""
+    _components[name] = Component(name, start, stop)
+
+
+def components() -> list[Component]:
+    return list(_components.values())
+
+
+async def _call(hook: Hook) -> None:
+    result = hook()
+    if result is not None:
+        await result
+
+
+@asynccontextmanager
+async def running() -> AsyncIterator[None]:
+    """Start every registered component of every installed app; stop them all on the way out."""
+    for app in settings.INSTALLED_APPS:
+        importlib.import_module(app)  # an app registers its components when it is imported
+    started: list[Component] = []
+    try:
+        for component in components():
+            if component.start is not None:
+                await _call(component.start)
+            started.append(component)
+        yield
+    finally:
+        for component in reversed(started):
+            if component.stop is not None:
+                try:
+                    await _call(component.stop)
+                except Exception:  # one failing stop must not keep the others running
+                    logger.exception("stopping %s failed", component.name)

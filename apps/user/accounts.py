@@ -1,0 +1,322 @@
+"""Account rules: registration, authentication and login, profile, passwords, flags, deletion.
+
+Every function takes plain values and returns models or raises an exceptions.AccountError; none knows
+about HTTP, so manage.py commands call them too and the same rules hold there. Sessions are started
+and ended through sessions.py only.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
+
+from apps.user import passwords, sessions
+from apps.user.exceptions import InvalidCredentials, LastSuperuser, NotAllowed, Taken, WrongPassword
+from apps.user.models import User, normalize_email, username_key
+from apps.user.sessions import Client, IssuedTokens
+
+
+async def _taken(username: str | None, email: str | None) -> Taken:
+    """Name the taken field(s) after a unique index refused an insert or update."""
+    errors = []
+    if username is not None and await User.filter(username_key=username_key(username)).exists():
+        errors.append({"field": "username", "message": "This username is already taken."})
+    if email is not None and await User.filter(email=normalize_email(email)).exists():
+        errors.append({"field": "email", "message": "An account with this email already exists."})
+    return Taken(errors=errors or None)
+
+
+async def register(username: str, email: str, password: str, client: Client) -> IssuedTokens:
+    """Create an account and log it in.
+
+    No look-up first: the unique indexes decide, so two concurrent registrations cannot both win.
+
+    Raises:
+        Taken: the username or email is taken (case-insensitively).
+    """
+    password_hash = await passwords.hash_password(password)
+    try:
+        async with in_transaction():
+            user = await User.create(
+                username=username,
+                username_key=username_key(username),
+                email=normalize_email(email),
+                password=password_hash,
+            )
+            return await sessions.start(user, client, checked_password=password_hash, now=user.date_joined)
+    except IntegrityError:
+        raise await _taken(username, email) from None
+
+
+async def create_user(
+    username: str, email: str, password: str | None, *, is_staff: bool = False, is_superuser: bool = False
+) -> User:
+    """An account without a session (manage.py createsuperuser). No password: an unusable one, as Django does.
+
+    Raises:
+        Taken: the username or email is taken.
+    """
+    password_hash = (
+        await passwords.hash_password(password)
+        if password
+        else passwords.UNUSABLE_PREFIX + secrets.token_urlsafe(30)
+    )
+    try:
+        return await User.create(
+            username=username,
+            username_key=username_key(username),
+            email=normalize_email(email),
+            password=password_hash,
+            is_staff=is_staff,
+            is_superuser=is_superuser,
+        )
+    except IntegrityError:
+        raise await _taken(username, email) from None
+
+
+async def authenticate(password: str, *, email: str | None = None, username: str | None = None) -> User:
+    """The active user with these credentials; the hash is upgraded if the policy moved on.
+
+    Unknown account, wrong password and inactive account fail alike, in the same time. The returned
+    user's `password` is the hash that was checked: sessions.start() opens a session only if it is
+    still the stored one.
+
+    Raises:
+        InvalidCredentials: whatever the reason.
+    """
+    if email is not None:
+        key, lookup = normalize_email(email), "email"
+    else:
+        key, lookup = username_key(username or ""), "username_key"
+    # An identifier longer than its column names nobody (and Tortoise refuses it before querying).
+    too_long = len(key) > User._meta.fields_map[lookup].max_length
+    user = None if too_long else await User.get_or_none(**{lookup: key})
+    if user is None:
+        await passwords.burn_password_check(password)
+        raise InvalidCredentials()
+    matches, upgraded_hash = await passwords.verify_password(password, user.password)
+    if not matches or not user.is_active:
+        raise InvalidCredentials()
+    if upgraded_hash:
+        # Only the password column, and only if nobody changed it meanwhile.
+        if await User.filter(id=user.id, password=user.password).update(password=upgraded_hash):
+            user.password = upgraded_hash
+    return user
+
+
+async def login(
+    password: str, client: Client, *, email: str | None = None, username: str | None = None
+) -> IssuedTokens:
+    """Check the credentials and start a session, unless the account changed in between.
+
+    Raises:
+        InvalidCredentials: wrong credentials, or the account changed since they were checked.
+    """
+    user = await authenticate(password, email=email, username=username)
+    return await sessions.start(user, client, checked_password=user.password)
+
+
+async def update_profile(user: User, *, username: str | None = None, email: str | None = None) -> User:
+    """Change username and/or email.
+
+    Raises:
+        Taken: the new username or email belongs to another account.
+    """
+    changed = []
+    if username is not None and username != user.username:
+        user.username, user.username_key = username, username_key(username)
+        changed += ["username", "username_key"]
+    if email is not None and normalize_email(email) != user.email:
+        user.email = normalize_email(email)
+        changed.append("email")
+    if not changed:
+        return user
+    try:
+        async with sessions.ending() as end:
+            await user.save(update_fields=changed)
+            end.account_changed(user.id)  # request.user shows username and email
+    except IntegrityError:
+        # name only what changed: the account's own, unchanged email is not a conflict
+        raise await _taken(
+            username if "username" in changed else None, email if "email" in changed else None
+        ) from None
+    return user
+
+
+async def _confirm_password(user: User, password: str, field: str) -> None:
+    matches, _ = await passwords.verify_password(password, user.password)
+    if not matches:
+        raise WrongPassword(field)
+
+
+async def _set_password_hash(
+    user: User, new_hash: str, *, expected_hash: str | None, keep_session_id: str | None
+) -> int:
+    """Store a new hash and end the user's sessions (all but `keep_session_id`) in one transaction.
+
+    With `expected_hash`, only if the stored hash is still the one the caller checked, so that of two
+    concurrent changes confirmed with the same old password, one wins.
+    """
+    async with sessions.ending() as end:
+        rows = (
+            User.filter(id=user.id)
+            if expected_hash is None
+            else User.filter(id=user.id, password=expected_hash)
+        )
+        if not await rows.update(password=new_hash):
+            raise WrongPassword("current_password")
+        ended = await end.user_sessions(user.id, "password_changed", except_session_id=keep_session_id)
+    user.password = new_hash
+    return ended
+
+
+async def change_password(
+    user: User, current_password: str, new_password: str, *, keep_session_id: str
+) -> None:
+    """Set a new password and end every other session of the user.
+
+    Raises:
+        WrongPassword: `current_password` is wrong.
+    """
+    await _confirm_password(user, current_password, "current_password")
+    new_hash = await passwords.hash_password(new_password)
+    await _set_password_hash(user, new_hash, expected_hash=user.password, keep_session_id=keep_session_id)
+
+
+async def set_password(user: User, new_password: str) -> int:
+    """Set a password without the old one (manage.py changepassword); every session ends at once."""
+    new_hash = await passwords.hash_password(new_password)
+    return await _set_password_hash(user, new_hash, expected_hash=None, keep_session_id=None)
+
+
+async def delete_account(user: User, password: str) -> None:
+    """Delete one's own account; its sessions go with it (ON DELETE CASCADE), its tokens die at once.
+
+    Raises:
+        WrongPassword: `password` is wrong.
+        LastSuperuser: it is the last active superuser.
+    """
+    await _confirm_password(user, password, "password")
+    await delete_user(user, user)
+
+
+# --- staff rules ----------------------------------------------------------------------------------
+# Who may change whom, in one place for the staff API and manage.py. `actor` is the user acting
+# (request.user), or None for an operator at the server's shell, who may do anything the
+# last-superuser rule allows.
+
+
+def _check_actor(actor, target: User, changes: dict[str, bool]) -> None:
+    if actor is None or actor.is_superuser:
+        return
+    if "is_superuser" in changes:
+        raise NotAllowed("Only a superuser may change is_superuser.")
+    if "is_staff" in changes:
+        raise NotAllowed("Only a superuser may grant or remove staff status.")
+    if target.is_superuser:
+        raise NotAllowed("Only a superuser may change a superuser's account.")
+    if target.is_staff and target.id != actor.id:
+        raise NotAllowed("Only a superuser may deactivate or delete another staff member.")
+
+
+async def _keep_a_superuser(target: User, *, losing: bool) -> None:
+    """Refuse a change that would leave no active superuser; call inside the changing transaction.
+
+    The active superusers' rows are locked (PostgreSQL) for the rest of the transaction, so two
+    superusers demoting each other at once cannot both succeed.
+    """
+    if not (losing and target.is_superuser and target.is_active):
+        return
+    others = await (
+        User.filter(is_superuser=True, is_active=True)
+        .exclude(id=target.id)
+        .select_for_update()
+        .values_list("id", flat=True)
+    )
+    if not others:
+        raise LastSuperuser()
+
+
+async def set_flags(
+    actor,
+    user: User,
+    *,
+    is_active: bool | None = None,
+    is_staff: bool | None = None,
+    is_superuser: bool | None = None,
+) -> User:
+    """Change an account's flags. Deactivation ends every session at once; any change reaches
+    request.user in every worker at once.
+
+    Raises:
+        NotAllowed: the actor may not make this change (staff rules above).
+        LastSuperuser: it would leave no active superuser.
+    """
+    changes = {
+        name: value
+        for name, value in (("is_active", is_active), ("is_staff", is_staff), ("is_superuser", is_superuser))
+        if value is not None and value != getattr(user, name)
+    }
+    if not changes:
+        return user
+    _check_actor(actor, user, changes)
+    async with sessions.ending() as end:
+        await _keep_a_superuser(
+            user, losing=changes.get("is_active") is False or changes.get("is_superuser") is False
+        )
+        await User.filter(id=user.id).update(**changes)
+        if changes.get("is_active") is False:
+            await end.user_sessions(user.id, "deactivated")
+        end.account_changed(user.id)
+    for name, value in changes.items():
+        setattr(user, name, value)
+    return user
+
+
+async def delete_user(actor, user: User) -> None:
+    """Delete an account; its sessions go with it, its tokens die at once.
+
+    Raises:
+        NotAllowed: the actor may not delete this account.
+        LastSuperuser: it is the last active superuser.
+    """
+    if actor is None or actor.id != user.id:
+        _check_actor(actor, user, {})
+    async with sessions.ending() as end:
+        await _keep_a_superuser(user, losing=True)
+        await User.filter(id=user.id).delete()
+        end.account_changed(user.id)
+
+
+async def end_sessions(actor, user: User, reason: str) -> int:
+    """End every session of a user (staff tools); returns how many were live.
+
+    Raises:
+        NotAllowed: a staff member who is not a superuser, about a superuser's account.
+    """
+    if actor is not None and not actor.is_superuser and user.is_superuser:
+        raise NotAllowed("Only a superuser may change a superuser's account.")
+    return await sessions.end_all(user.id, reason)
+
+
+async def import_accounts(creates: list[dict], updates: list[tuple[int, dict]]) -> None:
+    """Write what django_import.py decided, in one transaction. An update that deactivates an account
+    or replaces its password ends its sessions, as the same change made here would; one that would
+    leave no active superuser is refused, as it is through the staff API.
+
+    Raises:
+        LastSuperuser: the import would demote or deactivate the last active superuser.
+    """
+    async with sessions.ending() as end:
+        had_superuser = await User.filter(is_superuser=True, is_active=True).exists()
+        for values in creates:
+            await User.create(**values)
+        for user_id, changed in updates:
+            await User.filter(id=user_id).update(**changed)
+            if changed.get("is_active") is False or "password" in changed:
+                await end.user_sessions(user_id, "changed_by_import")
+            end.account_changed(user_id)
+        if had_superuser and not await User.filter(is_superuser=True, is_active=True).exists():
+            raise LastSuperuser("The import would leave no active superuser; nothing was written.")

@@ -1,0 +1,68 @@
+"""What can go wrong with accounts and sessions, in the domain's terms: no HTTP status here.
+
+accounts.py, sessions.py and the manage.py commands raise these; `problems.py` is the one table that
+turns them into problem+json at the HTTP edge, and the commands print their message.
+"""
+
+from __future__ import annotations
+
+
+class AccountError(Exception):
+    """Base class; `errors` names the fields at fault, as [{"field", "message"}]."""
+
+    message = "The request cannot be done."
+
+    def __init__(self, message: str | None = None, *, errors: list[dict[str, str]] | None = None) -> None:
+        self.message = message or self.message
+        self.errors = errors
+        super().__init__(self.message)
+
+
+class InvalidCredentials(AccountError):
+    """Unknown account, wrong password, inactive account, or an account that changed meanwhile: one
+    answer for all, so a caller learns nothing about which."""
+
+    message = "The email or password is wrong."
+
+
+class InvalidRefreshToken(AccountError):
+    """Unknown, spent, expired, revoked or too old: one answer, so a thief learns nothing."""
+
+    message = "The refresh token is invalid, expired or already used. Log in again."
+
+
+class WrongPassword(AccountError):
+    """The password confirming a sensitive change is wrong."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__(
+            "The password is wrong.", errors=[{"field": field, "message": "The password is wrong."}]
+        )
+
+
+class Taken(AccountError):
+    """The username or email belongs to another account (or looks like one that does)."""
+
+    message = "The username or email is already taken."
+
+
+class AccountGone(AccountError):
+    """The account behind a live token was deleted meanwhile."""
+
+    message = "The account of this access token no longer exists."
+
+
+class UserNotFound(AccountError):
+    message = "No user with this id."
+
+
+class NotAllowed(AccountError):
+    """The acting user may not make this change (the staff rules in accounts.py)."""
+
+    message = "You may not make this change."
+
+
+class LastSuperuser(NotAllowed):
+    """The change would leave no active superuser to administer the service."""
+
+    message = "This is the last active superuser: promote another one first."

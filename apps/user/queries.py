@@ -1,0 +1,100 @@
+"""The read side: what views and the authenticator read, never writing. Writes live in accounts.py and
+sessions.py."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from tortoise import connections
+from tortoise.expressions import Q
+
+from apps.core import database
+from apps.user.authentication import AuthenticatedUser
+from apps.user.exceptions import UserNotFound
+from apps.user.models import Session, User
+
+MAX_ID = 2**31 - 1  # the id column's range; a larger number names no user (and must not reach the SQL)
+
+
+async def session_user(user_id: int, session_id: str) -> AuthenticatedUser | None:
+    """The user behind an access token, if its session is live and the account active.
+
+    One indexed join, run when this worker has no live entry for the session (authentication.py).
+    """
+    session = (
+        await Session.filter(
+            id=session_id,
+            user_id=user_id,
+            revoked_at=None,
+            expires_at__gt=datetime.now(UTC),
+            user__is_active=True,
+        )
+        .select_related("user")
+        .first()
+    )
+    if session is None:
+        return None
+    user = session.user
+    return AuthenticatedUser(
+        id=user.id,
+        username=user.username,
+        email=user.email,
+        is_staff=user.is_staff,
+        is_superuser=user.is_superuser,
+        session_id=session_id,
+        session_expires_at=session.expires_at.timestamp(),
+    )
+
+
+PROFILE_FIELDS = ("id", "username", "email", "is_active", "is_staff", "date_joined", "last_login")
+_profile_sql: dict[str, str] = {}
+
+
+async def user_profile(user_id: int) -> dict | None:
+    """The public fields of an account, fresh from the database (GET /user/me, on every call).
+
+    Tortoise writes the SQL once per database dialect; running it directly skips building a queryset
+    and a model, which cost several times more than the primary-key look-up itself. On SQLite it runs
+    on a read-only connection of its own (apps/core/database.py explains why).
+    """
+    connection = connections.get("default")
+    dialect = connection.capabilities.dialect
+    sql = _profile_sql.get(dialect)
+    if sql is None:
+        sql = _profile_sql[dialect] = User.filter(id=0).values(*PROFILE_FIELDS).sql(params_inline=False)
+    if dialect == "sqlite" and connection.filename != ":memory:":
+        profile = await database.sqlite_reader(connection.filename).fetch_one(sql, [user_id])
+    else:
+        _, rows = await connection.execute_query(sql, [user_id])
+        profile = dict(rows[0]) if rows else None
+    if profile is None:
+        return None
+    for name in ("date_joined", "last_login"):  # SQLite hands back ISO strings, asyncpg datetimes
+        if isinstance(profile[name], str):
+            profile[name] = datetime.fromisoformat(profile[name])
+    return profile
+
+
+async def get_user(user_id: int) -> User:
+    """Raises:
+    UserNotFound: no account has this id.
+    """
+    user = await User.get_or_none(id=user_id) if 0 < user_id <= MAX_ID else None
+    if user is None:
+        raise UserNotFound()
+    return user
+
+
+async def list_users(
+    *, search: str | None, is_active: bool | None, is_staff: bool | None, page: int, page_size: int
+) -> tuple[int, list[User]]:
+    """One page of accounts, oldest first, and how many match in all."""
+    users = User.all()
+    if search:
+        users = users.filter(Q(username_key__contains=search.casefold()) | Q(email__contains=search.lower()))
+    if is_active is not None:
+        users = users.filter(is_active=is_active)
+    if is_staff is not None:
+        users = users.filter(is_staff=is_staff)
+    count = await users.count()
+    return count, await users.order_by("id").offset((page - 1) * page_size).limit(page_size)

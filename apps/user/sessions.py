@@ -1,0 +1,193 @@
+"""Sessions: start, rotate, end. The only code that ends sessions, and so the only caller of revocation.
+
+A session is one login. Its access tokens name it (`sid`); its refresh tokens form a rotation chain.
+It lives while it is used (REFRESH_TOKEN_LIFETIME after its last refresh) and never longer than
+SESSION_MAX_LIFETIME after it began, however active it was.
+
+Ending sessions happens inside `ending()`, a transaction that publishes through revocation.py once it
+has committed, so no caller has to remember to tell the other workers, and nothing is published for
+a change that was rolled back.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from tortoise.expressions import Q
+from tortoise.transactions import in_transaction
+
+import settings
+from apps.user import revocation, tokens
+from apps.user.exceptions import InvalidCredentials, InvalidRefreshToken
+from apps.user.models import RefreshToken, Session, User
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    """Who is logging in from where; recorded on the session for the user's device list."""
+
+    user_agent: str = ""
+    ip_address: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedTokens:
+    user: User
+    session_id: str
+    access_token: str
+    refresh_token: str
+    expires_in: int
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _expiry(created_at: datetime, now: datetime) -> datetime:
+    """Sliding idle expiry, capped by the absolute lifetime."""
+    return min(
+        now + timedelta(seconds=settings.REFRESH_TOKEN_LIFETIME),
+        created_at + timedelta(seconds=settings.SESSION_MAX_LIFETIME),
+    )
+
+
+def _issue(user: User, session_id: str, refresh: str, now: datetime) -> IssuedTokens:
+    return IssuedTokens(
+        user=user,
+        session_id=session_id,
+        access_token=tokens.issue_access_token(user.id, session_id, now=now),
+        refresh_token=refresh,
+        expires_in=settings.ACCESS_TOKEN_LIFETIME,
+    )
+
+
+async def start(
+    user: User, client: Client, *, checked_password: str, now: datetime | None = None
+) -> IssuedTokens:
+    """Open a session for `user`, provided the account is still as it was when its password was checked.
+
+    The check and the insert are one transaction that begins by writing the user row (last_login)
+    on that condition: a password change, deactivation or deletion that committed after the password
+    check makes it match nothing, and one that comes later waits for this commit and then ends the
+    new session with the others. So no session outlives a change that raced its login.
+
+    Raises:
+        InvalidCredentials: the password, the active flag or the account itself changed meanwhile.
+    """
+    now = now or _now()
+    async with in_transaction():
+        claimed = await User.filter(id=user.id, password=checked_password, is_active=True).update(
+            last_login=now
+        )
+        if not claimed:
+            raise InvalidCredentials()
+        session = await Session.create(
+            id=uuid.uuid4(),
+            user_id=user.id,
+            created_at=now,
+            last_used_at=now,
+            expires_at=_expiry(now, now),
+            user_agent=client.user_agent[:512],
+            ip_address=client.ip_address,
+        )
+        refresh = tokens.new_refresh_token()
+        await RefreshToken.create(session=session, digest=tokens.refresh_token_digest(refresh))
+    user.last_login = now
+    return _issue(user, str(session.id), refresh, now)
+
+
+async def rotate(refresh_token: str, client: Client, *, now: datetime | None = None) -> IssuedTokens:
+    """Spend `refresh_token` and return a new pair for the same session.
+
+    The token is claimed by one conditional UPDATE (used_at IS NULL), so of concurrent refreshes with
+    one token at most one wins. Presenting a spent token again is taken as theft: the whole session
+    ends, the thief's tokens and the victim's alike (OAuth 2.0 Security BCP, refresh token rotation).
+
+    Raises:
+        InvalidRefreshToken: unknown, spent, expired, revoked, or past SESSION_MAX_LIFETIME.
+    """
+    digest = tokens.refresh_token_digest(refresh_token)
+    now = now or _now()
+    issued = None
+    async with ending() as end:
+        claimed = await RefreshToken.filter(digest=digest, used_at=None).update(used_at=now)
+        row = await RefreshToken.get_or_none(digest=digest).select_related("session__user")
+        if row is not None and not claimed:
+            await end.session(str(row.session.id), "refresh_token_reused", now=now)
+        elif row is not None:
+            session, user = row.session, row.session.user
+            if session.revoked_at is None and session.expires_at > now and user.is_active:
+                session.last_used_at = now
+                session.expires_at = _expiry(session.created_at, now)
+                session.ip_address = client.ip_address
+                await session.save(update_fields=["last_used_at", "expires_at", "ip_address"])
+                refresh = tokens.new_refresh_token()
+                await RefreshToken.create(session=session, digest=tokens.refresh_token_digest(refresh))
+                issued = _issue(user, str(session.id), refresh, now)
+    # Raised after the block, so that ending a replayed session is committed, not rolled back.
+    if issued is None:
+        raise InvalidRefreshToken()
+    return issued
+
+
+@dataclass
+class Ending:
+    """What one transaction ended or changed; published to every worker once it commits."""
+
+    sessions: set[str] = field(default_factory=set)
+    users: set[int] = field(default_factory=set)
+
+    async def session(self, session_id: str, reason: str, *, now: datetime | None = None) -> int:
+        """End one session; returns 1 if it was live."""
+        self.sessions.add(session_id)
+        return await _revoke(Session.filter(id=session_id), reason, now)
+
+    async def user_sessions(
+        self, user_id: int, reason: str, *, except_session_id: str | None = None, now: datetime | None = None
+    ) -> int:
+        """End every session of a user (but one, if named); returns how many were live."""
+        self.users.add(user_id)
+        sessions = Session.filter(user_id=user_id)
+        if except_session_id is not None:
+            sessions = sessions.exclude(id=except_session_id)
+        return await _revoke(sessions, reason, now)
+
+    def account_changed(self, user_id: int) -> None:
+        """What request.user shows of this account changed (name, email, flags), or the account went
+        (its sessions go with it, ON DELETE CASCADE): cached copies must go."""
+        self.users.add(user_id)
+
+
+async def _revoke(sessions, reason: str, now: datetime | None) -> int:
+    return await sessions.filter(revoked_at=None).update(revoked_at=now or _now(), revoked_reason=reason)
+
+
+@asynccontextmanager
+async def ending() -> AsyncIterator[Ending]:
+    """A transaction in which sessions may end; every worker hears of it after the commit."""
+    ended = Ending()
+    async with in_transaction():
+        yield ended
+    if ended.sessions or ended.users:
+        await revocation.signal().publish(sessions=ended.sessions, users=ended.users)
+
+
+async def end(session_id: str, reason: str) -> int:
+    """End one session (logout): its refresh token and every access token it issued are refused now."""
+    async with ending() as end:
+        return await end.session(session_id, reason)
+
+
+async def end_all(user_id: int, reason: str) -> int:
+    """End every session of a user at once (logout everywhere, staff tools); returns how many were live."""
+    async with ending() as end:
+        return await end.user_sessions(user_id, reason)
+
+
+async def clear() -> int:
+    """Delete ended and expired sessions (and their refresh tokens); returns how many."""
+    return await Session.filter(Q(revoked_at__isnull=False) | Q(expires_at__lte=_now())).delete()

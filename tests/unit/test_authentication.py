@@ -1,0 +1,138 @@
+"""The authenticator's caches with a fake clock, a fake session store and an in-process signal: no
+database, no sleeps."""
+
+import jwt
+import pytest
+
+import settings
+from apps.user import tokens
+from apps.user.authentication import AuthenticatedUser, Authenticator, TokenRefused
+from apps.user.revocation import ProcessEpoch
+
+SESSION = "6f1c1a52-7a55-4b53-9d5a-2b1b6f0c9a11"
+
+
+class FakeClock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Store:
+    """Sessions as the database would answer for them; counts the look-ups."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.expires_at = clock.now + 3600
+        self.live = True
+        self.lookups = 0
+
+    async def load(self, user_id: int, session_id: str) -> AuthenticatedUser | None:
+        self.lookups += 1
+        if not self.live or self.expires_at <= self.clock.now:
+            return None
+        return AuthenticatedUser(
+            id=user_id,
+            username="ann",
+            email="ann@example.com",
+            is_staff=False,
+            is_superuser=False,
+            session_id=session_id,
+            session_expires_at=self.expires_at,
+        )
+
+
+@pytest.fixture
+def world():
+    import time
+
+    clock = FakeClock(time.time())
+    store = Store(clock)
+    signal = ProcessEpoch()
+    return clock, store, signal, Authenticator(signal, store.load, clock)
+
+
+def token_for(clock: FakeClock, lifetime: int = 900) -> str:
+    claims = jwt.decode(
+        tokens.issue_access_token(7, SESSION), options={"verify_signature": False}, audience=settings.JWT_AUDIENCE
+    )
+    claims["exp"] = int(clock.now) + lifetime
+    return jwt.encode(claims, settings.SECRET_KEY, algorithm=settings.JWT_ALGORITHM, headers={"typ": "at+jwt"})
+
+
+async def test_a_cached_session_needs_no_lookup_until_the_signal_moves(world):
+    clock, store, signal, auth = world
+    token = token_for(clock)
+    assert (await auth.user_for_token(token)).id == 7
+    assert (await auth.user_for_token(token)).id == 7
+    assert store.lookups == 1
+    store.live = False  # ended where this worker could not see it
+    assert (await auth.user_for_token(token)).id == 7  # the cache is real
+    await signal.publish(sessions=[SESSION])
+    with pytest.raises(TokenRefused, match="ended"):
+        await auth.user_for_token(token)
+
+
+async def test_a_session_answered_while_the_signal_moved_is_not_cached(world):
+    clock, store, signal, auth = world
+    token = token_for(clock)
+
+    async def racing_load(user_id, session_id):
+        user = await Store.load(store, user_id, session_id)
+        await signal.publish(sessions=[session_id])  # a logout committed while the query ran
+        return user
+
+    auth.load_session = racing_load
+    await auth.user_for_token(token)
+    auth.load_session = store.load
+    store.live = False
+    with pytest.raises(TokenRefused):
+        await auth.user_for_token(token)
+
+
+async def test_the_cache_ttl_bounds_out_of_band_edits(world, monkeypatch):
+    monkeypatch.setattr(settings, "SESSION_CACHE_TTL", 60)
+    clock, store, signal, auth = world
+    token = token_for(clock)
+    await auth.user_for_token(token)
+    store.live = False
+    clock.now += 59
+    await auth.user_for_token(token)
+    clock.now += 2
+    with pytest.raises(TokenRefused):
+        await auth.user_for_token(token)
+
+
+async def test_a_cached_token_still_expires(world):
+    clock, store, signal, auth = world
+    token = token_for(clock, lifetime=120)
+    await auth.user_for_token(token)
+    clock.now += 121
+    with pytest.raises(TokenRefused, match="expired"):
+        await auth.user_for_token(token)
+
+
+async def test_a_cached_session_is_looked_up_again_past_its_expiry(world):
+    clock, store, signal, auth = world
+    token = token_for(clock)
+    store.expires_at = clock.now + 10
+    await auth.user_for_token(token)
+    store.expires_at = clock.now + 3600  # a refresh extended the session
+    clock.now += 11
+    await auth.user_for_token(token)
+    assert store.lookups == 2
+
+
+async def test_a_token_naming_another_user_than_its_session_is_refused(world):
+    clock, store, signal, auth = world
+
+    async def other_user(user_id, session_id):
+        user = await Store.load(store, user_id, session_id)
+        user.id = 8
+        return user
+
+    auth.load_session = other_user
+    with pytest.raises(TokenRefused, match="malformed"):
+        await auth.user_for_token(token_for(clock))
