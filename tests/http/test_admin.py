@@ -143,7 +143,9 @@ async def test_promotion_reaches_request_auth_at_once(client, superuser):
     target = await register(client)
     assert_problem(await client.get("/admin/users", headers=bearer(target["access_token"])), 403)
     r = await client.patch(
-        f"/admin/users/{target['user']['id']}", json={"is_staff": True}, headers=bearer(superuser["access_token"])
+        f"/admin/users/{target['user']['id']}",
+        json={"is_staff": True},
+        headers=bearer(superuser["access_token"]),
     )
     assert r.status_code == 200, r.text
     assert (await client.get("/admin/users", headers=bearer(target["access_token"]))).status_code == 200

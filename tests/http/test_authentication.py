@@ -50,7 +50,9 @@ async def test_verify_answers_from_request_user(client):
     assert r.headers["x-user-id"] == str(reg["user"]["id"]) and r.headers["x-user-scopes"] == "authenticated"
     assert_problem(await client.get("/user/verify"), 401, "not_authenticated")
     await client.post("/user/logout", headers=bearer(reg["access_token"]))
-    assert_problem(await client.get("/user/verify", headers=bearer(reg["access_token"])), 401, "invalid_token")
+    assert_problem(
+        await client.get("/user/verify", headers=bearer(reg["access_token"])), 401, "invalid_token"
+    )
 
 
 @pytest.fixture

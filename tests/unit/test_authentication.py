@@ -56,10 +56,14 @@ def world():
 
 def token_for(clock: FakeClock, lifetime: int = 900) -> str:
     claims = jwt.decode(
-        tokens.issue_access_token(7, SESSION), options={"verify_signature": False}, audience=settings.JWT_AUDIENCE
+        tokens.issue_access_token(7, SESSION),
+        options={"verify_signature": False},
+        audience=settings.JWT_AUDIENCE,
     )
     claims["exp"] = int(clock.now) + lifetime
-    return jwt.encode(claims, settings.SECRET_KEY, algorithm=settings.JWT_ALGORITHM, headers={"typ": "at+jwt"})
+    return jwt.encode(
+        claims, settings.SECRET_KEY, algorithm=settings.JWT_ALGORITHM, headers={"typ": "at+jwt"}
+    )
 
 
 async def test_a_cached_session_needs_no_lookup_until_the_signal_moves(world):
