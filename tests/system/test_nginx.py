@@ -298,6 +298,9 @@ async def test_auth_request_sets_user_headers_and_drops_forged_ones(front):
         ("X-User-Scopes", "staff superuser"),
         ("x-user-scopes", "staff"),
         ("X-USER-ID", "1"),
+        ("X-Forwarded-For", SPOOFED_IP),
+        ("X-Real-IP", SPOOFED_IP),
+        ("Forwarded", f"for={SPOOFED_IP}"),
     ]
     async with front.client() as c:
         r = await c.post(
@@ -323,7 +326,8 @@ async def test_auth_request_sets_user_headers_and_drops_forged_ones(front):
             seen = r.json()
             assert seen["x-user-id"] == [str(user_id)], seen
             assert seen["x-user-scopes"] == ["authenticated"], seen
-            assert seen["x-forwarded-for"] == ["127.0.0.1"], seen
+            assert seen["x-forwarded-for"] == seen["x-real-ip"] == ["127.0.0.1"], seen
+            assert "forwarded" not in seen, seen
     assert len(front.echo_seen) == seen_before + 2
 
 
