@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install run test lint migrate bench
+.PHONY: install run test test-system lint migrate bench
 
 install: $(VENV)/.installed
 
@@ -25,8 +25,13 @@ migrate: install .env
 run: migrate
 	$(BIN)/python -m uvicorn app:app --host $(HOST) --port $(PORT) --no-access-log
 
+# The fast suite (a few minutes): unit, HTTP and the live-server system tests.
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest tests/unit tests/http tests/system -m "not system"
+
+# The deployment: Debian's nginx with deploy/nginx.conf before two uvicorn workers (needs nginx).
+test-system: install
+	$(BIN)/python -m pytest tests/system -m system
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,20 +1,38 @@
-"""The README's curl walkthrough works as written, against a real uvicorn server."""
+"""The README's curl and httpie walkthroughs work as written, against a real uvicorn server."""
 
 import json
 import os
 import re
 import subprocess
+import sys
+from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.helpers import ROOT, live_server, migrate
 
 
-def walkthrough() -> str:
+def walkthrough(tool: str) -> str:
     readme = (ROOT / "README.md").read_text()
-    match = re.search(r"<!-- walkthrough:curl.*?-->\s*```bash\n(.*?)```", readme, re.S)
-    assert match, "the curl walkthrough block is missing from README.md"
+    match = re.search(rf"<!-- walkthrough:{tool}\b.*?-->\s*```bash\n(.*?)```", readme, re.S)
+    assert match, f"the {tool} walkthrough block is missing from README.md"
     return match.group(1)
+
+
+def run_walkthrough(tool: str, base: str) -> subprocess.CompletedProcess:
+    # the virtualenv's bin first, where `pip install -e ".[dev]"` put httpie; stdin is not a terminal
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", walkthrough(tool)],
+        env={**os.environ, "BASE": base, "PATH": path},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
 
 
 @pytest.fixture
@@ -26,15 +44,7 @@ def server(tmp_path):
 
 
 def test_curl_walkthrough(server):
-    result = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", walkthrough()],
-        env={**os.environ, "BASE": server},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    lines = result.stdout.splitlines()
+    lines = run_walkthrough("curl", server).stdout.splitlines()
     registered = json.loads(lines[0])
     assert registered["user"]["username"] == "ann" and registered["refresh_token"]
     assert json.loads(lines[1])["email"] == "ann@example.com"  # GET /user/me
@@ -42,3 +52,25 @@ def test_curl_walkthrough(server):
     assert lines[3:5] == ["204", "204"]  # password change, logout
     assert json.loads(lines[5])["code"] == "invalid_token"  # the logged-out token
     assert lines[6] == "204"  # account deleted
+
+
+def test_httpie_walkthrough(server):
+    result = run_walkthrough("httpie", server)
+    # httpie writes bodies alone, back to back, when its output is not a terminal; 204s write nothing
+    decoder, out, bodies = json.JSONDecoder(), result.stdout.strip(), []
+    while out:
+        body, end = decoder.raw_decode(out)
+        bodies.append(body)
+        out = out[end:].lstrip()
+    assert len(bodies) == 4, result.stdout
+    registered, me, patched, refused = bodies
+    assert registered["user"]["username"] == "bob" and registered["refresh_token"]
+    assert me["email"] == "bob@example.com"  # GET /user/me
+    assert patched["email"] == "bob@example.org"  # PATCH /user/me
+    assert refused["code"] == "invalid_token"  # the logged-out token: 401, exit status 4
+    assert "HTTP 401" in result.stderr, result.stderr  # --check-status said so
+    # the account is gone: bob's new password no longer logs in
+    r = httpx.post(
+        f"{server}/user/login", json={"email": "bob@example.org", "password": "a new long passphrase"}
+    )
+    assert r.status_code == 401, r.text

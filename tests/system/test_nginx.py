@@ -1,0 +1,367 @@
+"""deploy/nginx.conf, as shipped, in front of two uvicorn workers: Debian's real nginx, real TLS.
+
+The deploy file is adapted only where a test must differ from a host (ports, upstream addresses,
+certificate and log paths, plus an `X-Upstream` response header that shows which worker answered)
+and wrapped in a minimal main configuration; every substitution must match, so a change to the
+file cannot silently leave a check testing something else. Marked `system` (`make test-system`);
+without nginx these tests fail, they do not skip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from tests.helpers import PASSWORD, ROOT, bearer, free_port, live_server, unique
+
+pytestmark = pytest.mark.system
+
+DEPLOY_CONF = ROOT / "deploy" / "nginx.conf"
+SPOOFED_IP = "203.0.113.66"
+
+
+def substitute(text: str, pattern: str, replacement: str) -> str:
+    """re.sub that insists the deploy file still has exactly one `pattern`."""
+    result, count = re.subn(pattern, replacement, text)
+    assert count == 1, f"deploy/nginx.conf: expected one match of {pattern!r}, found {count}"
+    return result
+
+
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+class EchoHandler(BaseHTTPRequestHandler):
+    """The service nginx protects with auth_request: records and echoes the headers it receives."""
+
+    seen: list[dict[str, list[str]]] = []
+
+    def _echo(self) -> None:
+        headers: dict[str, list[str]] = {}
+        for name, value in self.headers.items():
+            headers.setdefault(name.lower(), []).append(value)
+        self.seen.append(headers)
+        body = json.dumps(headers).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        self._echo()
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self._echo()
+
+    def log_message(self, format: str, *args) -> None:  # quiet
+        pass
+
+
+@dataclass
+class Worker:
+    base: str
+    log: Path
+
+    @property
+    def address(self) -> str:
+        return urlsplit(self.base).netloc
+
+
+@dataclass
+class Front:
+    base: str  # https://127.0.0.1:<port>, nginx
+    certificate: Path
+    workers: list[Worker]
+    access_log: Path
+    echo_seen: list[dict[str, list[str]]]
+
+    def client(self) -> httpx.AsyncClient:
+        context = ssl.create_default_context(cafile=str(self.certificate))
+        return httpx.AsyncClient(base_url=self.base, verify=context, timeout=10)
+
+
+@pytest.fixture(scope="module")
+def nginx() -> str:
+    # Debian puts nginx in /usr/sbin, which a non-root PATH may lack
+    path = shutil.which("nginx", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin"]))
+    if path is None:
+        pytest.fail("nginx is not installed (apt-get install -y nginx): the system tests need the real one")
+    return path
+
+
+def nginx_config(directory: Path, upstreams: list[str], echo: str) -> tuple[Path, int, Path]:
+    """The deploy file, adapted to this test, inside a main config; returns (config, https port, log)."""
+    https_port, http_port = free_port(), free_port()
+    cert, key = self_signed_certificate(directory)
+    access_log = directory / "access.log"
+    site = DEPLOY_CONF.read_text()
+    site = substitute(site, r"\bserver 127\.0\.0\.1:8000;", " ".join(f"server {u};" for u in upstreams))
+    site = substitute(site, r"\bserver 127\.0\.0\.1:8080;", f"server {echo};")
+    site = substitute(site, r"\blisten\s+80\b", f"listen 127.0.0.1:{http_port}")
+    site = substitute(site, r"\blisten\s+443\b", f"listen 127.0.0.1:{https_port}")
+    site = substitute(site, r"\bssl_certificate\s+\S+;", f"ssl_certificate {cert};")
+    site = substitute(site, r"\bssl_certificate_key\s+\S+;", f"ssl_certificate_key {key};")
+    site = substitute(site, r"\baccess_log\s+/[^\s;]+", f"access_log {access_log}")
+    # test-only: which worker answered
+    site = substitute(
+        site, r"location / \{", "location / {\n        add_header X-Upstream $upstream_addr always;"
+    )
+    (directory / "authservice.conf").write_text(site)
+    temp = "\n".join(
+        f"    {kind}_temp_path {directory / kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    main = directory / "nginx.conf"
+    main.write_text(
+        # As root, nginx's workers would otherwise run as nobody, who cannot enter pytest's tmp dirs.
+        ("user root;\n" if os.geteuid() == 0 else "")
+        + f"daemon off;\nworker_processes 2;\npid {directory / 'nginx.pid'};\n"
+        f"error_log {directory / 'error.log'} info;\n"
+        "events { worker_connections 256; }\n"
+        f"http {{\n{temp}\n    access_log {directory / 'other-access.log'};\n"
+        f"    include {directory / 'authservice.conf'};\n}}\n"
+    )
+    return main, https_port, access_log
+
+
+def nginx_command(binary: str, config: Path, *args: str) -> list[str]:
+    directory = config.parent
+    return [binary, "-p", str(directory), "-e", str(directory / "error.log"), "-c", str(config), *args]
+
+
+@contextlib.contextmanager
+def echo_server():
+    EchoHandler.seen = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), EchoHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}", EchoHandler.seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def front(nginx, database_url, tmp_path_factory):
+    """nginx with deploy/nginx.conf before two `uvicorn app:app` workers sharing one database and one
+    revocation counter (as a host's workers do), with the app's access log on."""
+    directory = tmp_path_factory.mktemp("nginx")
+    worker_env = {"ACCESS_LOG": "true", "REVOCATION_EPOCH_FILE": str(directory / "revocation.epoch")}
+    proxy_args = ("--proxy-headers", "--forwarded-allow-ips", "127.0.0.1")
+    with contextlib.ExitStack() as stack:
+        bases = [
+            stack.enter_context(live_server(database_url, directory, *proxy_args, env=worker_env))
+            for _ in range(2)
+        ]
+        # live_server writes each worker's output to server-<port>.log in its log directory
+        workers = [Worker(base, directory / f"server-{urlsplit(base).port}.log") for base in bases]
+        echo, seen = stack.enter_context(echo_server())
+        config, https_port, access_log = nginx_config(directory, [w.address for w in workers], echo)
+        check = subprocess.run(nginx_command(nginx, config, "-t"), capture_output=True, text=True)
+        assert check.returncode == 0, f"nginx -t refused deploy/nginx.conf:\n{check.stderr}"
+        output = directory / "nginx.out"
+        with open(output, "wb") as out:
+            proc = subprocess.Popen(nginx_command(nginx, config), stdout=out, stderr=subprocess.STDOUT)
+        stack.callback(proc.wait, 20)
+        stack.callback(proc.terminate)
+        context = ssl.create_default_context(cafile=str(directory / "cert.pem"))
+        base = f"https://127.0.0.1:{https_port}"
+        deadline = time.monotonic() + 20
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(base + "/health", verify=context, timeout=2).status_code == 200:
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                error_log = directory / "error.log"
+                errors = error_log.read_text(errors="replace")[-4000:] if error_log.exists() else ""
+                pytest.fail(
+                    f"nginx never answered on {base}:\n{output.read_text(errors='replace')}\n{errors}"
+                )
+            time.sleep(0.1)
+        yield Front(base, directory / "cert.pem", workers, access_log, seen)
+
+
+def test_deploy_file_passes_nginx_t(nginx, tmp_path):
+    config, _, _ = nginx_config(tmp_path, ["127.0.0.1:1", "127.0.0.1:2"], "127.0.0.1:3")
+    result = subprocess.run(nginx_command(nginx, config, "-t"), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "syntax is ok" in result.stderr and "test is successful" in result.stderr, result.stderr
+
+
+def test_http2_is_offered(front):
+    port = urlsplit(front.base).port
+    context = ssl.create_default_context(cafile=str(front.certificate))
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        assert tls.selected_alpn_protocol() == "h2"
+
+
+async def _session_ips(app, user_id: int) -> list[str | None]:
+    from apps.user.models import Session
+
+    return await Session.filter(user_id=user_id).order_by("created_at").values_list("ip_address", flat=True)
+
+
+async def test_client_ip_is_nginx_remote_addr_and_spoofed_forwarded_for_is_ignored(front, app):
+    username = unique()
+    async with front.client() as c:
+        r = await c.post(
+            "/user/register",
+            json={"username": username, "email": f"{username}@example.com", "password": PASSWORD},
+            headers={"X-Forwarded-For": SPOOFED_IP},
+        )
+        assert r.status_code == 201, r.text
+        user_id = r.json()["user"]["id"]
+        # a chain, several headers and the standard Forwarded header: none may name the client
+        r = await c.post(
+            "/user/login",
+            json={"username": username, "password": PASSWORD},
+            headers=[
+                ("X-Forwarded-For", f"{SPOOFED_IP}, 127.0.0.1"),
+                ("X-Forwarded-For", SPOOFED_IP),
+                ("X-Real-IP", SPOOFED_IP),
+                ("Forwarded", f"for={SPOOFED_IP}"),
+            ],
+        )
+        assert r.status_code == 200, r.text
+        r = await c.post(
+            "/user/refresh-token",
+            json={"refresh_token": r.json()["refresh_token"]},
+            headers={"X-Forwarded-For": SPOOFED_IP},
+        )
+        assert r.status_code == 200, r.text
+    # nginx's $remote_addr: this test talks to nginx from 127.0.0.1
+    assert await _session_ips(app, user_id) == ["127.0.0.1", "127.0.0.1"]
+    log = front.access_log.read_text()
+    assert log.count("127.0.0.1 - ") >= 3 and SPOOFED_IP not in log
+
+
+def logged_line(path: Path, needle: str, wait: float = 5.0) -> str | None:
+    """The first line of the log at `path` holding `needle`, once it is written (None if never)."""
+    deadline = time.monotonic() + wait
+    while True:
+        text = path.read_text(errors="replace") if path.exists() else ""
+        line = next((line for line in text.splitlines() if needle in line), None)
+        if line is not None or time.monotonic() > deadline:
+            return line
+        time.sleep(0.05)
+
+
+async def test_request_id_is_shared_by_nginx_and_app_logs(front):
+    async with front.client() as c:
+        r = await c.get("/health", headers={"X-Request-ID": "client-chosen-id"})
+    assert r.status_code == 200
+    request_id = r.headers["x-request-id"]
+    # nginx's own id replaces the client's, so the pair of logs is always joinable
+    assert re.fullmatch(r"[0-9a-f]{32}", request_id), request_id
+    line = logged_line(front.access_log, request_id)
+    assert line is not None, f"request_id {request_id} not in nginx's access log"
+    assert f"request_id={request_id}" in line and '"GET /health HTTP/1.1" 200' in line, line
+    worker = next(w for w in front.workers if f"upstream={w.address}" in line)
+    app_line = logged_line(worker.log, f"[{request_id}]")
+    assert app_line is not None, f"request_id {request_id} not in the app's log of {worker.address}"
+    assert "authservice.access" in app_line and '"GET /health" 200' in app_line, app_line
+
+
+async def test_auth_request_sets_user_headers_and_drops_forged_ones(front):
+    username = unique()
+    forged = [
+        ("X-User-Id", "1"),
+        ("X-User-Scopes", "staff superuser"),
+        ("x-user-scopes", "staff"),
+        ("X-USER-ID", "1"),
+        ("X-Forwarded-For", SPOOFED_IP),
+        ("X-Real-IP", SPOOFED_IP),
+        ("Forwarded", f"for={SPOOFED_IP}"),
+    ]
+    async with front.client() as c:
+        r = await c.post(
+            "/user/register",
+            json={"username": username, "email": f"{username}@example.com", "password": PASSWORD},
+        )
+        assert r.status_code == 201, r.text
+        user_id, access = r.json()["user"]["id"], r.json()["access_token"]
+        seen_before = len(front.echo_seen)
+
+        r = await c.get("/internal-app/reports", headers=forged)
+        assert r.status_code == 401
+        r = await c.get("/internal-app/reports", headers=[*forged, ("Authorization", "Bearer not.a.token")])
+        assert r.status_code == 401
+        assert r.headers["www-authenticate"].startswith("Bearer"), r.headers
+        assert len(front.echo_seen) == seen_before, "an unauthenticated request got through"
+
+        for method in ("GET", "POST"):
+            r = await c.request(
+                method, "/internal-app/reports", headers=[*forged, *bearer(access).items()], json={"a": 1}
+            )
+            assert r.status_code == 200, r.text
+            seen = r.json()
+            assert seen["x-user-id"] == [str(user_id)], seen
+            assert seen["x-user-scopes"] == ["authenticated"], seen
+            assert seen["x-forwarded-for"] == seen["x-real-ip"] == ["127.0.0.1"], seen
+            assert "forwarded" not in seen, seen
+    assert len(front.echo_seen) == seen_before + 2
+
+
+async def test_logout_through_nginx_is_refused_by_both_workers(front):
+    async def me_through_nginx(c: httpx.AsyncClient, access: str, status: int) -> set[str]:
+        """Ask nginx until both workers have answered; every answer must be `status`."""
+        answered: set[str] = set()
+        for _ in range(20):
+            r = await c.get("/user/me", headers=bearer(access))
+            assert r.status_code == status, (r.status_code, r.text)
+            answered.add(r.headers["x-upstream"])
+            if len(answered) == len(front.workers):
+                break
+        return answered
+
+    addresses = {w.address for w in front.workers}
+    username = unique()
+    async with front.client() as c, httpx.AsyncClient(timeout=10) as direct:
+        r = await c.post(
+            "/user/register",
+            json={"username": username, "email": f"{username}@example.com", "password": PASSWORD},
+        )
+        assert r.status_code == 201, r.text
+        access = r.json()["access_token"]
+        assert await me_through_nginx(c, access, 200) == addresses
+        for worker in front.workers:  # and straight to each worker: each has the session cached now
+            r = await direct.get(worker.base + "/user/me", headers=bearer(access))
+            assert r.status_code == 200, (worker.address, r.text)
+
+        r = await c.post("/user/logout", headers=bearer(access))
+        assert r.status_code == 204, r.text
+
+        for worker in front.workers:
+            r = await direct.get(worker.base + "/user/me", headers=bearer(access))
+            assert r.status_code == 401, (worker.address, r.text)
+            assert r.json()["code"] == "invalid_token"
+        assert await me_through_nginx(c, access, 401) == addresses
