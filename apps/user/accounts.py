@@ -224,18 +224,15 @@ def _check_actor(actor, target: User, changes: dict[str, bool]) -> None:
 async def _keep_a_superuser(target: User, *, losing: bool) -> None:
     """Refuse a change that would leave no active superuser; call inside the changing transaction.
 
-    The active superusers' rows are locked (PostgreSQL) for the rest of the transaction, so two
-    superusers demoting each other at once cannot both succeed.
+    Every active superuser's row is locked (PostgreSQL; SQLite has one writer anyway), always in id
+    order so that two such changes wait for each other instead of deadlocking; so two superusers
+    demoting each other at once cannot both succeed.
     """
     if not (losing and target.is_superuser and target.is_active):
         return
-    others = await (
-        User.filter(is_superuser=True, is_active=True)
-        .exclude(id=target.id)
-        .select_for_update()
-        .values_list("id", flat=True)
-    )
-    if not others:
+    # models, not values_list(): Tortoise drops FOR UPDATE from a values query
+    active = await User.filter(is_superuser=True, is_active=True).order_by("id").select_for_update()
+    if not [user for user in active if user.id != target.id]:
         raise LastSuperuser()
 
 

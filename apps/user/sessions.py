@@ -120,7 +120,9 @@ async def rotate(refresh_token: str, client: Client, *, now: datetime | None = N
             await end.session(str(row.session.id), "refresh_token_reused", now=now)
         elif row is not None:
             session, user = row.session, row.session.user
-            if session.revoked_at is None and session.expires_at > now and user.is_active:
+            # idle expiry and the absolute lifetime (in case SESSION_MAX_LIFETIME was lowered since)
+            live = session.expires_at > now and _expiry(session.created_at, now) > now
+            if live and session.revoked_at is None and user.is_active:
                 session.last_used_at = now
                 session.expires_at = _expiry(session.created_at, now)
                 session.ip_address = client.ip_address

@@ -4,6 +4,9 @@
 token itself has not expired; the check is the session row, which every worker process reads.
 """
 
+from datetime import UTC, datetime, timedelta
+
+import settings
 from apps.user import accounts
 from apps.user.models import RefreshToken, Session, User
 from tests.helpers import PASSWORD, assert_problem, bearer, register
@@ -164,3 +167,29 @@ async def test_profile_update_refuses_privileges_and_nulls(client):
         r = await client.patch("/user/me", headers=bearer(reg["access_token"]), json=body)
         assert_problem(r, 422)
     assert (await User.get(id=reg["user"]["id"])).is_staff is False
+
+
+async def test_a_session_past_its_absolute_lifetime_no_longer_refreshes(client):
+    """However active: refreshed a minute ago, but begun SESSION_MAX_LIFETIME ago."""
+    reg = await register(client)
+    now = datetime.now(UTC)
+    await Session.filter(user_id=reg["user"]["id"]).update(
+        created_at=now - timedelta(seconds=settings.SESSION_MAX_LIFETIME + 60),
+        last_used_at=now - timedelta(seconds=60),
+    )
+    r = await client.post("/user/refresh-token", json={"refresh_token": reg["refresh_token"]})
+    assert_problem(r, 401, "invalid_refresh_token")
+
+
+async def test_refreshing_never_extends_a_session_past_its_absolute_lifetime(client, monkeypatch):
+    reg = await register(client)
+    session = await Session.get(user_id=reg["user"]["id"])
+    monkeypatch.setattr(settings, "SESSION_MAX_LIFETIME", 3600)  # shorter than the idle lifetime
+    r = await client.post("/user/refresh-token", json={"refresh_token": reg["refresh_token"]})
+    assert r.status_code == 200, r.text
+    refreshed = await Session.get(id=session.id)
+    assert refreshed.expires_at <= session.created_at + timedelta(seconds=3600)
+    # the access tokens of the session die with it: past that moment the session is not live
+    await Session.filter(id=session.id).update(created_at=session.created_at - timedelta(seconds=3601))
+    r = await client.post("/user/refresh-token", json={"refresh_token": r.json()["refresh_token"]})
+    assert_problem(r, 401, "invalid_refresh_token")
