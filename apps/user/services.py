@@ -19,7 +19,7 @@ from tortoise.transactions import in_transaction
 import settings
 from apps.core import database
 from apps.core.errors import BEARER_CHALLENGE, Conflict, Problem, ValidationFailed
-from apps.user import authcache, passwords, tokens
+from apps.user import authcache, passwords, tokens, usernames
 from apps.user.models import RefreshToken, Session, User, normalize_email, username_key
 
 
@@ -106,17 +106,20 @@ async def register(username: str, email: str, password: str, client: Client) -> 
     Raises:
         Conflict: 409, the username or email is taken (case-insensitively).
     """
+    await usernames.refuse_confusable(username, email)
     password_hash = await passwords.hash_password(password)
     try:
         async with in_transaction():
             user = await User.create(
                 username=username,
                 username_key=username_key(username),
+                username_skeleton=usernames.username_skeleton(username),
                 email=normalize_email(email),
                 password=password_hash,
             )
             return await _start_session(user, client, user.date_joined)
     except IntegrityError:
+        await usernames.refuse_confusable(username, email)
         raise await _conflict_for(username, email) from None
 
 
@@ -128,6 +131,7 @@ async def create_user(
     Raises:
         Conflict: 409, the username or email is taken.
     """
+    await usernames.refuse_confusable(username, email)
     password_hash = (
         await passwords.hash_password(password)
         if password
@@ -137,12 +141,14 @@ async def create_user(
         return await User.create(
             username=username,
             username_key=username_key(username),
+            username_skeleton=usernames.username_skeleton(username),
             email=normalize_email(email),
             password=password_hash,
             is_staff=is_staff,
             is_superuser=is_superuser,
         )
     except IntegrityError:
+        await usernames.refuse_confusable(username, email)
         raise await _conflict_for(username, email) from None
 
 
@@ -341,8 +347,10 @@ async def update_profile(user: User, *, username: str | None = None, email: str 
     """
     changed = []
     if username is not None and username != user.username:
+        await usernames.refuse_confusable(username, email, user_id=user.id, current_key=user.username_key)
+        user.username_skeleton = usernames.skeleton_after_rename(user, username)
         user.username, user.username_key = username, username_key(username)
-        changed += ["username", "username_key"]
+        changed += ["username", "username_key", "username_skeleton"]
     if email is not None and normalize_email(email) != user.email:
         user.email = normalize_email(email)
         changed.append("email")
@@ -350,6 +358,9 @@ async def update_profile(user: User, *, username: str | None = None, email: str 
         try:
             await user.save(update_fields=changed)
         except IntegrityError:
+            await usernames.refuse_confusable(
+                username if "username" in changed else None, email, user_id=user.id
+            )
             # name only what changed: the account's own, unchanged email is not a conflict
             raise await _conflict_for(
                 username if "username" in changed else None, email if "email" in changed else None
