@@ -1,6 +1,6 @@
 """Usernames get a TR39 skeleton (apps/user/usernames.py) with a unique index, so look-alikes are refused.
 
-Three steps, so that no existing database can make it fail: the column comes with a plain index,
+Three steps, so that no existing database can make it fail: the column comes without an index,
 every row is filled in id order, batch by batch (memory stays bounded on a million users), and only
 then does the index become unique. Accounts that are already look-alikes of an older one (a Django
 import, or names registered before this rule) keep their names but get NULL, which a unique index
@@ -54,11 +54,14 @@ async def fill_skeletons(apps, schema_editor) -> None:
                     [email, row["id"], email],
                 )
         last_id = rows[-1]["id"]
-    # Later look-alikes give the skeleton up to the oldest account of their group.
+    # Later look-alikes give the skeleton up to the oldest account of their group. The index is
+    # temporary (an AlterField from db_index to unique trips over Tortoise's index names on PostgreSQL).
+    await client.execute_script("CREATE INDEX user_user_skeleton_fill ON user_user (username_skeleton)")
     await client.execute_query(
         "UPDATE user_user SET username_skeleton = NULL WHERE EXISTS (SELECT 1 FROM user_user AS older"
         " WHERE older.username_skeleton = user_user.username_skeleton AND older.id < user_user.id)"
     )
+    await client.execute_script("DROP INDEX user_user_skeleton_fill")
 
 
 class Migration(migrations.Migration):
@@ -70,7 +73,7 @@ class Migration(migrations.Migration):
         ops.AddField(
             model_name="User",
             name="username_skeleton",
-            field=fields.CharField(null=True, db_index=True, max_length=64),
+            field=fields.CharField(null=True, max_length=64),
         ),
         ops.RunPython(fill_skeletons, ops.RunPython.noop),
         ops.AlterField(
