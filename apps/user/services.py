@@ -167,8 +167,7 @@ async def import_accounts(creates: list[dict], updates: list[tuple[int, dict]]) 
     """Write what django_import.py decided, in one transaction. An update that deactivates an account
     or replaces its password ends its sessions, as the same change made here would."""
     async with in_transaction():
-        for values in creates:
-            await User.create(**values)
+        await User.bulk_create([User(**values) for values in creates])
         for user_id, changed in updates:
             await User.filter(id=user_id).update(**changed)
             if changed.get("is_active") is False or "password" in changed:
