@@ -132,7 +132,8 @@ async def import_django_users(args: argparse.Namespace) -> None:
 
     def progress(done: int, total: int) -> None:
         now = time.monotonic()
-        if done == total or done - last["done"] >= PROGRESS_EVERY or now - last["printed"] >= 1:
+        crossed = done // PROGRESS_EVERY > last["done"] // PROGRESS_EVERY
+        if done == total or crossed or now - last["printed"] >= 1:
             print(f"{verb} {done}/{total} Django users", flush=True)
             last.update(printed=now, done=done)
 
