@@ -12,7 +12,7 @@ import secrets
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from apps.user import passwords, sessions
+from apps.user import passwords, sessions, usernames
 from apps.user.exceptions import InvalidCredentials, LastSuperuser, NotAllowed, Taken, WrongPassword
 from apps.user.models import User, normalize_email, username_key
 from apps.user.sessions import Client, IssuedTokens
@@ -34,19 +34,23 @@ async def register(username: str, email: str, password: str, client: Client) -> 
     No look-up first: the unique indexes decide, so two concurrent registrations cannot both win.
 
     Raises:
-        Taken: the username or email is taken (case-insensitively).
+        Taken: the username or email is taken (case-insensitively), or the username looks like one
+            that is (the Unicode TR39 skeleton: "аdmin" with a Cyrillic "а" is "admin").
     """
+    await usernames.refuse_confusable(username, email)
     password_hash = await passwords.hash_password(password)
     try:
         async with in_transaction():
             user = await User.create(
                 username=username,
                 username_key=username_key(username),
+                username_skeleton=usernames.username_skeleton(username),
                 email=normalize_email(email),
                 password=password_hash,
             )
             return await sessions.start(user, client, checked_password=password_hash, now=user.date_joined)
     except IntegrityError:
+        await usernames.refuse_confusable(username, email)  # a look-alike won the race
         raise await _taken(username, email) from None
 
 
@@ -56,8 +60,9 @@ async def create_user(
     """An account without a session (manage.py createsuperuser). No password: an unusable one, as Django does.
 
     Raises:
-        Taken: the username or email is taken.
+        Taken: the username or email is taken, or the username looks like one that is.
     """
+    await usernames.refuse_confusable(username, email)
     password_hash = (
         await passwords.hash_password(password)
         if password
@@ -67,12 +72,14 @@ async def create_user(
         return await User.create(
             username=username,
             username_key=username_key(username),
+            username_skeleton=usernames.username_skeleton(username),
             email=normalize_email(email),
             password=password_hash,
             is_staff=is_staff,
             is_superuser=is_superuser,
         )
     except IntegrityError:
+        await usernames.refuse_confusable(username, email)
         raise await _taken(username, email) from None
 
 
@@ -126,8 +133,10 @@ async def update_profile(user: User, *, username: str | None = None, email: str 
     """
     changed = []
     if username is not None and username != user.username:
+        await usernames.refuse_confusable(username, email, user_id=user.id, current_key=user.username_key)
+        user.username_skeleton = usernames.skeleton_after_rename(user, username)
         user.username, user.username_key = username, username_key(username)
-        changed += ["username", "username_key"]
+        changed += ["username", "username_key", "username_skeleton"]
     if email is not None and normalize_email(email) != user.email:
         user.email = normalize_email(email)
         changed.append("email")
@@ -138,6 +147,7 @@ async def update_profile(user: User, *, username: str | None = None, email: str 
             await user.save(update_fields=changed)
             end.account_changed(user.id)  # request.user shows username and email
     except IntegrityError:
+        await usernames.refuse_confusable(username if "username" in changed else None, email, user_id=user.id)
         # name only what changed: the account's own, unchanged email is not a conflict
         raise await _taken(
             username if "username" in changed else None, email if "email" in changed else None
@@ -308,8 +318,7 @@ async def import_accounts(creates: list[dict], updates: list[tuple[int, dict]]) 
     """
     async with sessions.ending() as end:
         had_superuser = await User.filter(is_superuser=True, is_active=True).exists()
-        for values in creates:
-            await User.create(**values)
+        await User.bulk_create([User(**values) for values in creates])
         for user_id, changed in updates:
             await User.filter(id=user_id).update(**changed)
             if changed.get("is_active") is False or "password" in changed:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
-from pathlib import Path
 
 from apps.core.commands import CommandError, database
 
 USERNAME, EMAIL, PASSWORD = "username", "email", "password"
+PROGRESS_EVERY = 5000  # import_django_users: users between progress lines (or a second)
 
 
 def _validated(kind: str, value: str) -> str:
@@ -119,20 +119,39 @@ async def clearsessions(args: argparse.Namespace) -> None:
 
 
 async def import_django_users(args: argparse.Namespace) -> None:
-    """Import a Django project's auth_user, passwords included; re-running updates, never duplicates."""
+    """Import a Django project's auth_user, passwords included; re-running updates, never duplicates.
+
+    Progress goes to stdout every PROGRESS_EVERY users or every second, whichever comes first.
+    """
+    import time
+
     from apps.user import django_import
 
+    verb = "checked" if args.dry_run else "imported"
+    last = {"printed": time.monotonic(), "done": 0}
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        crossed = done // PROGRESS_EVERY > last["done"] // PROGRESS_EVERY
+        if done == total or crossed or now - last["printed"] >= 1:
+            print(f"{verb} {done}/{total} Django users", flush=True)
+            last.update(printed=now, done=done)
+
     try:
-        if args.json:
-            users = django_import.read_dumpdata(Path(args.json))
-        else:
-            users = await django_import.read_database(args.database_url)
+        source = django_import.source(database_url=args.database_url, json_path=args.json)
+        plan = await django_import.survey(source)
     except (OSError, ValueError, KeyError) as exc:
         raise CommandError(f"cannot read the Django users: {exc}") from None
     except Exception as exc:  # a database that does not answer, or has no auth_user table
         raise CommandError(f"cannot read the Django users: {type(exc).__name__}: {exc}") from None
+    print(f"{plan.total} Django users to import, in batches of {django_import.BATCH_SIZE}", flush=True)
+    from apps.user.exceptions import AccountError
+
     async with database():
-        report = await django_import.import_users(users, dry_run=args.dry_run)
+        try:
+            report = await django_import.import_users(source, plan, dry_run=args.dry_run, progress=progress)
+        except AccountError as exc:  # e.g. it would demote the last active superuser
+            raise CommandError(exc.message) from None
     print(report.summary(args.dry_run))
     if args.dry_run:
         print("Dry run: nothing was written.")
@@ -162,7 +181,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument(
-        "--database-url", help="the Django database: sqlite:///path/db.sqlite3 or postgres://..."
+        "--database-url", help="the Django database: sqlite:////abs/path/db.sqlite3 or postgres://..."
     )
     source.add_argument("--json", help='a file written by "manage.py dumpdata auth.user"')
     p.add_argument("--dry-run", action="store_true", help="report what would happen, write nothing")

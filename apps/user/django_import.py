@@ -9,25 +9,49 @@ the first successful login re-hashes to argon2id.
 Nothing is merged and nothing is dropped silently: Django users whose usernames or emails become
 equal after normalisation (Django compares them case-sensitively, this service does not) are all
 skipped and reported by id, as are users without a valid email; the summary counts every user.
+
+A hash this service cannot verify (Django's MD5, unsalted MD5 and SHA1, crypt, plain bcrypt: hashers
+outside Django's default PASSWORD_HASHERS) is not copied: the account is imported with an unusable
+password and listed by id, username and hasher, so its owner must reset the password. Skipping it
+instead would lose a real account and leave its username and email free for someone else to take.
+
+Usernames that are look-alikes (usernames.py) of an account here or of a Django user with a lower id
+are imported, since they are existing people with existing names, but without a skeleton: only the
+first holder reserves it against new registrations (as migration 0003 does), and they are counted.
+
+Large user bases: the source is read twice, in batches of BATCH_SIZE by id (keyset pagination on the
+Django database, a streaming parse of the dumpdata file). The first pass keeps only 16-byte digests
+of each normalised username and email, to find the users Django has as two and this service would
+have as one; the second decides and writes batch by batch, each batch in its own transaction
+(accounts.import_accounts), printing progress as it goes. Memory is a few dozen bytes per user plus
+one batch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import re
+import secrets
 import sqlite3
-from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import asyncpg
 from pydantic import TypeAdapter, ValidationError
 
-from apps.user import accounts, passwords
+from apps.user import accounts, passwords, usernames
 from apps.user.models import User, normalize_email, normalize_username, username_key
 from apps.user.schemas import Email, Username
+
+BATCH_SIZE = 1000
+# Django's default PASSWORD_HASHERS: the ones passwords.py verifies (and upgrades at the first login)
+VERIFIABLE_HASHERS = frozenset({"pbkdf2_sha256", "pbkdf2_sha1", "argon2", "bcrypt_sha256", "scrypt"})
+_UNSALTED_MD5 = re.compile(r"[0-9a-f]{32}\Z")
 
 FIELDS = (
     "id",
@@ -63,6 +87,8 @@ class Report:
     updated: list[int] = field(default_factory=list)
     unchanged: list[int] = field(default_factory=list)
     skipped: dict[int, str] = field(default_factory=dict)  # Django id -> reason
+    unverifiable: dict[int, str] = field(default_factory=dict)  # Django id -> "username (hasher)"
+    look_alikes: int = 0  # imported without a skeleton of their own: see the module's docstring
 
     @property
     def total(self) -> int:
@@ -81,6 +107,19 @@ class Report:
             f"  skipped Django user id {django_id}: {reason}"
             for django_id, reason in sorted(self.skipped.items())
         ]
+        if self.unverifiable:
+            lines.append(
+                f"{len(self.unverifiable)} {verb}imported with an unusable password: their hashers cannot be"
+                " verified here, so they must reset their passwords"
+            )
+            lines += [
+                f"  Django user id {django_id}: {who}" for django_id, who in sorted(self.unverifiable.items())
+            ]
+        if self.look_alikes:
+            lines.append(
+                f"{self.look_alikes} {verb}imported with usernames that look like another account's"
+                " (they keep them; new look-alikes of the older account stay refused)"
+            )
         return "\n".join(lines)
 
 
@@ -107,40 +146,151 @@ def _row(values: dict) -> DjangoUser:
     )
 
 
-QUERY = f"SELECT {', '.join(FIELDS)} FROM auth_user ORDER BY id"  # noqa: S608 (constant column list)
+QUERY = f"SELECT {', '.join(FIELDS)} FROM auth_user WHERE id > $1 ORDER BY id LIMIT $2"  # noqa: S608
 
 
-def _read_sqlite(path: str) -> list[DjangoUser]:
-    if not Path(path).exists():
-        raise FileNotFoundError(f"no SQLite database at {path}")
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:  # read-only: never touch theirs
+def sqlite_path(database_url: str) -> str:
+    """The file of a sqlite:// URL, absolute with three slashes or four (Django's and dj-database-url's
+    habit: sqlite:////abs/path), relative with two (sqlite://db.sqlite3)."""
+    path = unquote(database_url.split("://", 1)[1])
+    return "/" + path.lstrip("/") if path.startswith("/") else path
+
+
+def _hasher(stored: str) -> str:
+    """The name of the Django hasher that made `stored` (its algorithm prefix), as Django identifies it."""
+    if _UNSALTED_MD5.match(stored):
+        return "unsalted_md5"
+    algorithm, _, rest = stored.partition("$")
+    if algorithm in {"md5", "sha1"} and rest.startswith("$"):
+        return f"unsalted_{algorithm}"
+    return algorithm if rest else "unknown"
+
+
+def _verifiable(stored: str) -> bool:
+    """Whether a login here can check a password against `stored`; unusable passwords (Django's `!…`)
+    count as verifiable, as they are copied as they are and never log in anyway."""
+    return stored.startswith(passwords.UNUSABLE_PREFIX) or _hasher(stored) in VERIFIABLE_HASHERS
+
+
+class Source:
+    """Django's users in id order, read in batches; each call to `batches` reads them anew."""
+
+    async def batches(self, size: int) -> AsyncIterator[list[DjangoUser]]:
+        raise NotImplementedError
+        yield []
+
+
+class SQLiteSource(Source):
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def _connect(self) -> sqlite3.Connection:
+        if not Path(self.path).exists():
+            raise FileNotFoundError(f"no SQLite database at {self.path}")
+        # read-only: never touch theirs
+        connection = sqlite3.connect(f"file:{quote(self.path)}?mode=ro", uri=True, check_same_thread=False)
         connection.row_factory = sqlite3.Row
-        return [_row(dict(row)) for row in connection.execute(QUERY)]
+        return connection
 
-
-async def read_database(database_url: str) -> list[DjangoUser]:
-    """auth_user from a Django database: sqlite:///path/db.sqlite3 or postgres://user@host:5432/db."""
-    parts = urlsplit(database_url)
-    if parts.scheme == "sqlite":
-        return await asyncio.to_thread(_read_sqlite, database_url.split("://", 1)[1])
-    if parts.scheme in {"postgres", "postgresql"}:
-        connection = await asyncpg.connect(database_url.replace("postgres://", "postgresql://", 1))
+    async def batches(self, size: int) -> AsyncIterator[list[DjangoUser]]:
+        connection = await asyncio.to_thread(self._connect)
+        query = QUERY.replace("$1", "?").replace("$2", "?")
         try:
-            return [_row(dict(row)) for row in await connection.fetch(QUERY)]
+            last_id = 0
+            while rows := await asyncio.to_thread(_fetch, connection, query, last_id, size):
+                yield [_row(dict(row)) for row in rows]
+                last_id = rows[-1]["id"]
+        finally:
+            connection.close()
+
+
+def _fetch(connection: sqlite3.Connection, query: str, last_id: int, size: int) -> list[sqlite3.Row]:
+    return connection.execute(query, (last_id, size)).fetchall()
+
+
+class PostgresSource(Source):
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url.replace("postgres://", "postgresql://", 1)
+
+    async def batches(self, size: int) -> AsyncIterator[list[DjangoUser]]:
+        connection = await asyncpg.connect(self.database_url)
+        try:
+            last_id = 0
+            while rows := await connection.fetch(QUERY, last_id, size):
+                yield [_row(dict(row)) for row in rows]
+                last_id = rows[-1]["id"]
         finally:
             await connection.close()
+
+
+class DumpdataSource(Source):
+    """The JSON of `manage.py dumpdata auth.user` (other models in the file are ignored), parsed as a
+    stream: one record in memory at a time, however large the file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _records(self) -> Iterator[dict]:
+        decoder = json.JSONDecoder()
+        with self.path.open(encoding="utf-8") as file:
+            buffer, position, started = "", 0, False
+            while True:
+                while position < len(buffer) and buffer[position] in " \t\r\n,":
+                    position += 1
+                if not started and position < len(buffer):
+                    if buffer[position] != "[":
+                        raise ValueError(f"{self.path} is not a JSON list (manage.py dumpdata auth.user)")
+                    started, position = True, position + 1
+                    continue
+                if position < len(buffer) and buffer[position] == "]":
+                    return
+                try:
+                    record, end = decoder.raw_decode(buffer, position)
+                except json.JSONDecodeError:
+                    chunk = file.read(1 << 20)
+                    if not chunk:
+                        raise ValueError(f"{self.path} ends before its JSON list does") from None
+                    buffer, position = buffer[position:] + chunk, 0
+                    continue
+                position = end
+                if not isinstance(record, dict):
+                    raise ValueError(f"{self.path} holds something other than dumpdata records")
+                yield record
+
+    async def batches(self, size: int) -> AsyncIterator[list[DjangoUser]]:
+        records = await asyncio.to_thread(self._records)
+        while True:
+            batch = await asyncio.to_thread(_take_users, records, size)
+            if not batch:
+                return
+            yield batch
+
+
+def _take_users(records: Iterator[dict], size: int) -> list[DjangoUser]:
+    batch = []
+    for record in records:
+        if record.get("model") == "auth.user":
+            batch.append(_row({"id": record["pk"], **record["fields"]}))
+            if len(batch) == size:
+                break
+    return batch
+
+
+def source(*, database_url: str | None = None, json_path: str | None = None) -> Source:
+    """Where the Django users are: sqlite:///path/db.sqlite3 (or ////), postgres://user@host:5432/db,
+    or a dumpdata file.
+
+    Raises:
+        ValueError: a database URL of another kind.
+    """
+    if json_path is not None:
+        return DumpdataSource(Path(json_path))
+    scheme = urlsplit(database_url or "").scheme
+    if scheme == "sqlite":
+        return SQLiteSource(sqlite_path(database_url or ""))
+    if scheme in {"postgres", "postgresql"}:
+        return PostgresSource(database_url or "")
     raise ValueError("the Django database URL must start with sqlite:// or postgres://")
-
-
-def read_dumpdata(path: Path) -> list[DjangoUser]:
-    """The JSON of `manage.py dumpdata auth.user` (other models in the file are ignored)."""
-    records = json.loads(path.read_text())
-    users = [
-        _row({"id": record["pk"], **record["fields"]})
-        for record in records
-        if record.get("model") == "auth.user"
-    ]
-    return sorted(users, key=lambda u: u.id)
 
 
 def _differs(current, new) -> bool:
@@ -164,49 +314,106 @@ def _problem(user: DjangoUser) -> str | None:
     return None
 
 
-def _clashes(users: list[DjangoUser]) -> dict[int, str]:
-    """Django users that would become one account here: every member of each group, by id."""
-    by_username, by_email = defaultdict(list), defaultdict(list)
-    for user in users:
-        by_username[username_key(user.username)].append(user.id)
-        by_email[normalize_email(user.email)].append(user.id)
-    reasons: dict[int, str] = {}
-    for what, groups in (("username", by_username), ("email", by_email)):
-        for ids in groups.values():
-            if len(ids) > 1:
+def _digest(value: str) -> bytes:
+    return hashlib.blake2b(value.encode(), digest_size=16).digest()
+
+
+@dataclass
+class Survey:
+    """What the first pass learns: how many users, which are invalid, which would become one account."""
+
+    total: int = 0
+    skipped: dict[int, str] = field(default_factory=dict)
+
+
+async def survey(source: Source) -> Survey:
+    """Read every Django user once, keeping digests only, and find those to skip: invalid users, and
+    every member of each group whose usernames or emails are equal after normalisation.
+
+    Raises:
+        OSError, ValueError, KeyError, asyncpg errors: the source cannot be read.
+    """
+    result = Survey()
+    groups: dict[str, dict[bytes, int | list[int]]] = {"username": {}, "email": {}}
+    async for batch in source.batches(BATCH_SIZE):
+        for user in batch:
+            result.total += 1
+            reason = _problem(user)
+            if reason:
+                result.skipped[user.id] = reason
+                continue
+            for what, key in (
+                ("username", username_key(user.username)),
+                ("email", normalize_email(user.email)),
+            ):
+                ids = groups[what].setdefault(_digest(key), user.id)
+                if ids != user.id:
+                    if isinstance(ids, int):
+                        ids = groups[what][_digest(key)] = [ids]
+                    ids.append(user.id)
+    for what in ("username", "email"):
+        for ids in groups[what].values():
+            if isinstance(ids, list):
                 for django_id in ids:
                     others = ", ".join(str(i) for i in ids if i != django_id)
-                    reasons.setdefault(
+                    result.skipped.setdefault(
                         django_id,
                         f"{what} equals that of Django user id {others} after normalisation (not merged)",
                     )
-    return reasons
+    return result
 
 
-async def import_users(users: list[DjangoUser], *, dry_run: bool = False) -> Report:
-    """Decide, per Django user, to create, update, leave or skip; then write it all in one transaction."""
-    report = Report()
-    valid = []
-    for user in users:
-        reason = _problem(user)
-        if reason:
-            report.skipped[user.id] = reason
-        else:
-            valid.append(user)
-    report.skipped.update(_clashes(valid))
+async def import_users(
+    source: Source,
+    plan: Survey,
+    *,
+    dry_run: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> Report:
+    """Decide, per Django user, to create, update, leave or skip; write batch by batch, each batch in
+    its own transaction; call `progress(done, total)` after each batch."""
+    report = Report(skipped=dict(plan.skipped))
+    done = 0
+    async for batch in source.batches(BATCH_SIZE):
+        creates, updates = await _decide(batch, report)
+        if not dry_run:
+            await accounts.import_accounts(creates, updates)
+        done += len(batch)
+        if progress is not None:
+            progress(done, plan.total)
+    return report
+
+
+async def _decide(batch: list[DjangoUser], report: Report) -> tuple[list[dict], list[tuple[int, dict]]]:
+    """The creates and updates of one batch, with three queries for the whole batch."""
+    users = [user for user in batch if user.id not in report.skipped]
+    keys = {user.id: username_key(user.username) for user in users}
+    emails = {user.id: normalize_email(user.email) for user in users}
+    skeletons = {user.id: usernames.username_skeleton(user.username) for user in users}
+    existing = {u.username_key: u for u in await User.filter(username_key__in=list(keys.values()))}
+    email_owners = {
+        u.email: u.id for u in await User.filter(email__in=list(emails.values())).only("id", "email")
+    }
+    held = {
+        u.username_skeleton
+        for u in await User.filter(username_skeleton__in=list(skeletons.values())).only(
+            "id", "username_skeleton"
+        )
+    }
 
     creates: list[dict] = []
     updates: list[tuple[int, dict]] = []
-    for user in valid:
-        if user.id in report.skipped:
+    for user in users:
+        username, email = normalize_username(user.username), emails[user.id]
+        current = existing.get(keys[user.id])
+        owner = email_owners.get(email)
+        if owner is not None and (current is None or owner != current.id):
+            report.skipped[user.id] = f"email {email} belongs to another account here (id {owner})"
             continue
-        username = normalize_username(user.username)
-        email = normalize_email(user.email)
-        existing = await User.get_or_none(username_key=username_key(username))
-        email_owner = await User.get_or_none(email=email)
-        if email_owner is not None and (existing is None or email_owner.id != existing.id):
-            report.skipped[user.id] = f"email {email} belongs to another account here (id {email_owner.id})"
-            continue
+        password = user.password
+        if not _verifiable(password):
+            report.unverifiable[user.id] = f"{username} ({_hasher(password)})"
+            password = passwords.UNUSABLE_PREFIX + secrets.token_urlsafe(30)
         values = {
             "username": username,
             "email": email,
@@ -216,22 +423,32 @@ async def import_users(users: list[DjangoUser], *, dry_run: bool = False) -> Rep
             "date_joined": user.date_joined,
             "last_login": user.last_login,
         }
-        if existing is None:
+        if current is None:
             report.imported.append(user.id)
-            creates.append({**values, "username_key": username_key(username), "password": user.password})
+            skeleton = skeletons[user.id]
+            if skeleton in held:  # a look-alike of an account here or of an earlier Django user
+                report.look_alikes += 1
+                skeleton = None
+            else:
+                held.add(skeleton)
+            creates.append(
+                {**values, "username_key": keys[user.id], "username_skeleton": skeleton, "password": password}
+            )
             continue
         # A hash already upgraded here comes from a login here: newer than Django's, so it stays;
-        # likewise a later login here is not rolled back to Django's last_login.
-        if not passwords.is_current(existing.password):
-            values["password"] = user.password
-        if existing.last_login and (user.last_login is None or existing.last_login >= user.last_login):
+        # likewise a later login here is not rolled back to Django's last_login. An unverifiable hash
+        # already made unusable here stays as it is (a new random one would be a change every run).
+        unusable_already = user.id in report.unverifiable and current.password.startswith(
+            passwords.UNUSABLE_PREFIX
+        )
+        if not passwords.is_current(current.password) and not unusable_already:
+            values["password"] = password
+        if current.last_login and (user.last_login is None or current.last_login >= user.last_login):
             del values["last_login"]
-        changed = {name: value for name, value in values.items() if _differs(getattr(existing, name), value)}
+        changed = {name: value for name, value in values.items() if _differs(getattr(current, name), value)}
         if changed:
             report.updated.append(user.id)
-            updates.append((existing.id, changed))
+            updates.append((current.id, changed))
         else:
             report.unchanged.append(user.id)
-    if not dry_run:
-        await accounts.import_accounts(creates, updates)
-    return report
+    return creates, updates

@@ -3,7 +3,10 @@
 `User` carries Django's auth_user fields so a Django user base maps one to one. Uniqueness is
 case-insensitive after normalisation and enforced by unique indexes, so concurrent requests cannot
 create twins: emails are stored trimmed and lower-cased; usernames keep the spelling the user chose
-(NFKC-normalised) beside a case-folded `username_key` that carries the unique index.
+(NFKC-normalised) beside a case-folded `username_key` that carries the unique index, and a
+`username_skeleton` (usernames.py) whose unique index refuses look-alikes: "аdmin" with a Cyrillic а
+beside "admin". It is NULL only for accounts that already had a look-alike before the rule came (the
+oldest of them holds the skeleton; see migration 0003 and django_import.py).
 
 A `Session` is one login: the access tokens it issues name it (`sid`), and ending it refuses them at
 once. Its refresh tokens form a rotation chain of `RefreshToken` rows, stored only as SHA-256 digests.
@@ -14,6 +17,7 @@ from __future__ import annotations
 import unicodedata
 import uuid
 
+import email_validator
 from tortoise import fields
 from tortoise.models import Model
 
@@ -29,8 +33,20 @@ def username_key(username: str) -> str:
 
 
 def normalize_email(email: str) -> str:
-    """Trimmed and lower-cased, whole address: two spellings of one mailbox are one account."""
-    return email.strip().lower()
+    """The stored form of an address, for registration, login and import alike: two spellings of one
+    mailbox are one account.
+
+    email-validator's normalisation (what pydantic's EmailStr stores): NFC, the domain in Unicode
+    (so "ann@xn--bcher-kva.example" and "ann@bu\u0308cher.example" are "ann@bücher.example"), quotes
+    dropped where not needed; then the whole address lower-cased. Something that is not an address
+    is only trimmed and lower-cased: a login with it finds nobody, as it should.
+    """
+    email = email.strip()
+    try:
+        email = email_validator.validate_email(email, check_deliverability=False).normalized
+    except email_validator.EmailNotValidError:
+        pass
+    return email.lower()
 
 
 class User(Model):
@@ -38,6 +54,9 @@ class User(Model):
     username = fields.CharField(max_length=150)
     # case folding can lengthen a name (ß -> ss, up to 3 characters for 1): room for 150 of the worst kind
     username_key = fields.CharField(max_length=450, unique=True)
+    # SHA-256 of the TR39 skeleton (usernames.py): a skeleton can reach 3,150 bytes, beyond PostgreSQL's
+    # B-tree limit. NULL: a look-alike of an older account that predates the rule (never for new names).
+    username_skeleton = fields.CharField(max_length=64, unique=True, null=True)
     email = fields.CharField(max_length=254, unique=True)
     password = fields.CharField(max_length=255)
     is_active = fields.BooleanField(default=True)

@@ -7,8 +7,10 @@ when TEST_DATABASE_URL is set), with every hasher in Django's default PASSWORD_H
 import asyncio
 import json
 import os
+import sqlite3
 import subprocess
 import sys
+import time
 import uuid
 
 import asyncpg
@@ -199,3 +201,85 @@ def test_unreadable_source_is_a_clear_error(tmp_path, database_url):
     )
     assert result.returncode == 1 and "CommandError: cannot read the Django users" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_four_slash_sqlite_url_names_an_absolute_path(database_url, django_databases):
+    """The README's form: sqlite:////abs/path, as Django and dj-database-url write it."""
+    path = django_databases["sqlite"].removeprefix("sqlite://")
+    assert path.startswith("/")
+    for url in (f"sqlite:///{path}", f"sqlite://{path}"):  # four slashes, then three
+        dry = import_users(database_url, "--database-url", url, "--dry-run")
+        assert "13 Django users:" in dry, dry
+
+
+BULK = 20_000
+# Django's hashers outside its default PASSWORD_HASHERS: none verifies here
+UNVERIFIABLE = {
+    "md5": "md5$somesalt$2d5c9bbcd8fc5bd0c3c4ba5d1c4f25a3",
+    "unsalted_md5": "5f4dcc3b5aa765d61d8327deb882cf99",
+    "unsalted_md5_prefixed": "md5$$5f4dcc3b5aa765d61d8327deb882cf99",
+    "unsalted_sha1": "sha1$$5baa61e4c9b93f3f0682250b6cf8331b7ee68fd8",
+    "crypt": "crypt$$abN/qM.L/H8EQ",
+    "bcrypt": "bcrypt$$2b$12$abcdefghijklmnopqrstuuQf5e3oXyQvLzXq6G3yNn1h2Y9b1bS6W",
+}
+HASHER_NAMES = {"unsalted_md5_prefixed": "unsalted_md5"}
+
+
+def build_bulk_django_database(path, prefix: str) -> None:
+    """auth_user with 20,000 users and one of each unverifiable hasher, written directly (Django's
+    hasher per user would take minutes): every bulk user shares one precomputed PBKDF2 hash."""
+    from django.contrib.auth.hashers import make_password
+
+    shared = make_password("bulk-password", hasher="pbkdf2_sha256")
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE auth_user (id integer PRIMARY KEY AUTOINCREMENT, password varchar(128),"
+            " last_login datetime NULL, is_superuser bool, username varchar(150) UNIQUE,"
+            " first_name varchar(150), last_name varchar(150), email varchar(254), is_staff bool,"
+            " is_active bool, date_joined datetime)"
+        )
+        rows = [(f"{prefix}{i}", f"{prefix}{i}@example.com", shared) for i in range(BULK)]
+        rows += [(f"{prefix}{name}", f"{prefix}{name}@example.com", h) for name, h in UNVERIFIABLE.items()]
+        db.executemany(
+            "INSERT INTO auth_user (username, email, password, last_login, is_superuser, first_name,"
+            " last_name, is_staff, is_active, date_joined)"
+            " VALUES (?, ?, ?, NULL, 0, '', '', 0, 1, '2020-01-02 03:04:05')",
+            rows,
+        )
+
+
+async def test_a_large_user_base_imports_in_batches_with_progress_and_unverifiable_hashes_reported(
+    client, database_url, tmp_path
+):
+    prefix = f"bulk{uuid.uuid4().hex[:6]}x"
+    path = tmp_path / "bulk.sqlite3"
+    await asyncio.to_thread(build_bulk_django_database, path, prefix)
+    total = BULK + len(UNVERIFIABLE)
+
+    started = time.monotonic()
+    report = await asyncio.to_thread(import_users, database_url, "--database-url", f"sqlite:///{path}")
+    elapsed = time.monotonic() - started
+    assert f"{total} Django users: {total} imported, 0 updated, 0 unchanged, 0 skipped." in report, report
+    progress = [line for line in report.splitlines() if line.startswith("imported ")]
+    assert (
+        f"imported 5000/{total} Django users" in progress
+        and progress[-1] == f"imported {total}/{total} Django users"
+    )
+    assert len(progress) >= 4, report
+    assert elapsed < 60, elapsed
+    assert await User.filter(username__startswith=prefix).count() == total
+
+    # each unverifiable hash: reported by username and hasher, imported with an unusable password
+    assert f"{len(UNVERIFIABLE)} imported with an unusable password" in report, report
+    for name, stored in UNVERIFIABLE.items():
+        assert f"{prefix}{name} ({HASHER_NAMES.get(name, name)})" in report, (name, report)
+        user = await User.get(username=f"{prefix}{name}")
+        assert user.password.startswith("!") and stored not in user.password
+        r = await client.post("/user/login", json={"username": user.username, "password": "password"})
+        assert_problem(r, 401, "invalid_credentials")
+    r = await client.post("/user/login", json={"username": f"{prefix}19999", "password": "bulk-password"})
+    assert r.status_code == 200, r.text
+
+    # again: nothing changes, the unusable passwords included
+    again = await asyncio.to_thread(import_users, database_url, "--database-url", f"sqlite:///{path}")
+    assert f"{total} Django users: 0 imported, 0 updated, {total} unchanged, 0 skipped." in again, again
