@@ -58,7 +58,7 @@ async def test_cached_token_still_expires(client):
     reg = await register(client)
     claims = jwt.decode(reg["access_token"], options={"verify_signature": False})
     claims["exp"] = int(time.time()) + 2
-    short = jwt.encode(claims, settings.SECRET_KEY, algorithm="HS256")
+    short = jwt.encode(claims, settings.SECRET_KEY, algorithm="HS256", headers={"typ": "at+jwt"})
     assert (await client.get("/user/me", headers=bearer(short))).status_code == 200  # verified and cached
     await asyncio.sleep(2.1)
     body = assert_problem(await client.get("/user/me", headers=bearer(short)), 401, "invalid_token")
