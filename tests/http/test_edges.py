@@ -50,6 +50,11 @@ async def test_json_python_cannot_parse_is_400_not_500(client, body):
     assert_problem(await client.post("/user/login", content=body, headers=JSON), 400, "malformed_body")
 
 
+async def test_a_content_length_of_thousands_of_digits_is_413(client):
+    r = await client.post("/user/login", content=b"{}", headers={**JSON, "Content-Length": "9" * 5000})
+    assert_problem(r, 413, "payload_too_large")
+
+
 @pytest.mark.parametrize(
     ("path", "body", "field"),
     [
