@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import re
 import secrets
 import time
 from urllib.parse import urlsplit
@@ -21,13 +20,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import settings
 from apps.core.errors import InvalidToken, problem_from, problem_response, unexpected_error_response
-from apps.core.logs import request_id_var
+from apps.core.logs import escape_field, request_id_var
 from apps.user import authentication
 
 access_log = logging.getLogger("authservice.access")
 
 # A client's id is echoed into headers and logs: accept only a short, plain token (no log injection).
-REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# bytes.translate deletes the allowed bytes in C; anything left over means the id is refused.
+REQUEST_ID_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-"
+REQUEST_ID_MAX_LENGTH = 128
+# Every response: browsers must not guess a JSON or problem body to be HTML or script.
+NOSNIFF_HEADER = (b"x-content-type-options", b"nosniff")
 
 
 class RequestContextMiddleware:
@@ -35,7 +38,10 @@ class RequestContextMiddleware:
 
     `X-Request-ID` is taken from the client (nginx sets it with `$request_id`) when it is well formed,
     generated otherwise, echoed on the response and attached to every log line of the request.
-    This runs on every request, so it works on raw ASGI headers and allocates little.
+    Every response, errors and CORS preflights included, carries `X-Content-Type-Options: nosniff`.
+    The access line is `client "METHOD path" status time`, client-sent fields escaped (logs.py), so
+    a request cannot forge or split a line. This runs on every request, so it works on raw ASGI
+    headers and allocates little.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -48,9 +54,8 @@ class RequestContextMiddleware:
     def _request_id(self, scope: Scope) -> str:
         for name, value in scope["headers"]:
             if name == b"x-request-id":
-                incoming = value.decode("latin-1")
-                if REQUEST_ID_PATTERN.match(incoming):
-                    return incoming
+                if 0 < len(value) <= REQUEST_ID_MAX_LENGTH and not value.translate(None, REQUEST_ID_BYTES):
+                    return value.decode("ascii")
                 break
         return f"{self._id_prefix}{next(self._id_counter):016x}"
 
@@ -70,7 +75,7 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 response_started = True
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), request_id_header]
+                message["headers"] = [*message.get("headers", ()), request_id_header, NOSNIFF_HEADER]
             await send(message)
 
         try:
@@ -83,7 +88,16 @@ class RequestContextMiddleware:
         finally:
             if settings.ACCESS_LOG:
                 elapsed_ms = (time.perf_counter() - started) * 1000
-                access_log.info('"%s %s" %s %.1fms', scope["method"], scope["path"], status, elapsed_ms)
+                # behind nginx, uvicorn's --proxy-headers has put the real client in scope["client"]
+                client = scope.get("client")
+                access_log.info(
+                    '%s "%s %s" %s %.1fms',
+                    escape_field(client[0]) if client else "-",
+                    escape_field(scope["method"]),
+                    escape_field(scope["path"]),
+                    status,
+                    elapsed_ms,
+                )
             request_id_var.reset(token)
 
 
@@ -92,7 +106,8 @@ class AllowedHostsMiddleware:
 
     Entries are exact names or `*.example.com` (any subdomain); `*` alone allows any host, as in
     Django (check --deploy flags it). Verdicts are remembered per raw header value, so the check costs
-    a dict look-up per request.
+    a dict look-up per request. Two Host headers are refused too (RFC 9112 section 3.2): which one
+    counts would be a guess, and a proxy may have guessed the other way.
     """
 
     def __init__(self, app: ASGIApp, allowed_hosts: list[str]) -> None:
@@ -117,17 +132,22 @@ class AllowedHostsMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            raw = next((value for name, value in scope["headers"] if name == b"host"), b"")
-            if not self._allowed(raw):
-                response = problem_response(
-                    400,
-                    "invalid_host",
-                    "Invalid host header",
-                    "This host name is not served here (ALLOWED_HOSTS).",
-                )
-                await response(scope, receive, send)
+            raw = None
+            for name, value in scope["headers"]:
+                if name == b"host":
+                    if raw is not None:
+                        await self._refuse(scope, receive, send, "The request has more than one Host header.")
+                        return
+                    raw = value
+            if not self._allowed(raw or b""):
+                await self._refuse(scope, receive, send, "This host name is not served here (ALLOWED_HOSTS).")
                 return
         await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _refuse(scope: Scope, receive: Receive, send: Send, detail: str) -> None:
+        response = problem_response(400, "invalid_host", "Invalid host header", detail)
+        await response(scope, receive, send)
 
 
 class ProblemCORSMiddleware(CORSMiddleware):

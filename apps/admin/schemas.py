@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from apps.core.schemas import Query
 from apps.user.schemas import PatchBody, UserOut
 
 MAX_PAGE_SIZE = 200
+# There are never more users than ids (a 32-bit column), so no later page can hold anyone; the bound
+# keeps (page - 1) * page_size far inside a 64-bit OFFSET on both databases, and inside a JS number.
+MAX_PAGE = 2**31 - 1
 
 
-class UserListQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class UserListQuery(Query):
     search: str | None = Field(None, max_length=254, description="Part of the username or email, any case")
     is_active: bool | None = Field(None, description="Only active (true) or inactive (false) accounts")
     is_staff: bool | None = Field(None, description="Only staff (true) or non-staff (false) accounts")
-    page: int = Field(1, ge=1, description="1-based page number")
+    page: int = Field(1, ge=1, le=MAX_PAGE, description="1-based page number")
     page_size: int = Field(50, ge=1, le=MAX_PAGE_SIZE, description=f"Users per page, at most {MAX_PAGE_SIZE}")
 
 

@@ -21,6 +21,7 @@ logger = logging.getLogger("apps.core.errors")
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 BEARER_CHALLENGE = 'Bearer realm="api"'
+NO_STORE = {"Cache-Control": "no-store"}
 
 
 class Problem(Exception):
@@ -80,6 +81,17 @@ class PayloadTooLarge(Problem):
     status, code, title = 413, "payload_too_large", "Request body too large"
 
 
+class UnsupportedMediaType(Problem):
+    status, code, title = 415, "unsupported_media_type", "Unsupported media type"
+
+    @classmethod
+    def for_method(cls, method: str, detail: str) -> UnsupportedMediaType:
+        """The problem, advertising what the method takes (RFC 5789 section 2.2: Accept-Patch on a
+        PATCH's 415; Accept-Post, its W3C counterpart, on a POST's)."""
+        name = {"PATCH": "Accept-Patch", "POST": "Accept-Post"}.get(method)
+        return cls(detail, headers={name: "application/json"} if name else None)
+
+
 class ValidationFailed(Problem):
     status, code, title = 422, "validation_error", "Invalid input"
     detail = "One or more fields are invalid."
@@ -108,6 +120,8 @@ def problem_response(
         body["errors"] = errors
     if extra:
         body.update(extra)
+    # An error may describe an account ("wrong password", "taken"): no cache keeps it (RFC 9111 5.2.2.5).
+    headers = {**headers, **NO_STORE} if headers else NO_STORE
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_CONTENT_TYPE)
 
 
@@ -129,6 +143,7 @@ _HTTP_CODES = {
     404: ("not_found", "Not found"),
     405: ("method_not_allowed", "Method not allowed"),
     413: ("payload_too_large", "Request body too large"),
+    415: ("unsupported_media_type", "Unsupported media type"),
 }
 
 

@@ -1,8 +1,8 @@
 """OpenAPI 3.1, generated from the routes and the pydantic schemas the views validate with.
 
 A view declares its contract with `@operation(...)`: its request body, query and success schemas,
-and the errors it can answer beyond the ones implied by what it reads (a body implies 400, 413 and
-422; a permission implies 401, and 403 beyond "authenticated"). `openapi_schema(routes)` turns the
+and the errors it can answer beyond the ones implied by what it reads (a body implies 400, 413, 415
+and 422; a permission implies 401, and 403 beyond "authenticated"). `openapi_schema(routes)` turns the
 declarations into the document served at /openapi.json; /docs renders it with Swagger UI served
 from the installed swagger-ui-bundle package, so it works with no internet.
 """
@@ -43,13 +43,14 @@ class ValidationProblem(Problem):
 
 
 ERROR_TEXT = {
-    400: "Malformed JSON, a body that is not a JSON object, or a bad Host header",
+    400: "Malformed JSON, a body that is not a UTF-8 JSON object, or a bad or repeated Host header",
     401: "No valid credentials or token (WWW-Authenticate: Bearer); on any endpoint, a Bearer token that is "
     "malformed, expired or of an ended session",
     403: "Authenticated, but not allowed",
     404: "No such resource",
     409: "Username or email already taken",
     413: "Body larger than MAX_BODY_SIZE",
+    415: "The body is not sent as Content-Type: application/json (optionally charset=utf-8)",
     422: "Invalid input; `errors` names every bad, missing or unknown field",
     503: "Database unreachable or password hashing saturated; see Retry-After",
 }
@@ -143,7 +144,7 @@ def openapi_schema(routes: list, *, title: str, version: str) -> dict:
         # 401 everywhere: a broken Bearer token is refused before any view runs, public ones included
         errors = set(spec.errors) | {401}
         if spec.body:
-            errors |= {400, 413, 422}
+            errors |= {400, 413, 415, 422}
         if set(scopes) - {"authenticated"}:
             errors.add(403)
         for status in sorted(errors):

@@ -18,6 +18,7 @@ from pydantic import (
 )
 
 import settings
+from apps.core.schemas import refuse_nul
 from apps.user.models import normalize_email, normalize_username
 
 # Django's UnicodeUsernameValidator: letters, digits and @ . + - _
@@ -78,6 +79,12 @@ NewPassword = Annotated[
 class Body(BaseModel):
     # strict: JSON types as sent ("no" is not false, 1 is not "1"); unknown fields refused
     model_config = ConfigDict(extra="forbid", strict=True, str_max_length=4096)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def no_nul(cls, value: object) -> object:
+        """No field of any body takes U+0000 (apps/core/schemas.py says why); 422 naming the field."""
+        return refuse_nul(value)
 
 
 class RegisterIn(Body):

@@ -54,18 +54,38 @@ def issue_access_token(user_id: int, session_id: str, *, now: datetime | None = 
     )
 
 
-def decode_access_token(token: str) -> AccessClaims:
-    """Verify signature, algorithm, issuer, audience, expiry and type.
+# RFC 9068 section 2.1; media types compare case-insensitively, and "application/" may be omitted
+ACCESS_TOKEN_MEDIA_TYPES = frozenset({"at+jwt", "application/at+jwt"})
+# NumericDate claims: JSON integers (we only issue integers) between 1970 and 2**53, the largest a
+# JavaScript client reads exactly; anything else (strings, booleans, floats, NaN, 10**400) is refused.
+TIME_CLAIMS = ("exp", "iat", "nbf")
+MAX_NUMERIC_DATE = 2**53
+MAX_USER_ID = 2**63  # a signed 64-bit column's bound
+MALFORMED = "The access token is malformed or not issued by this service."
 
-    Keys are tried newest first (SECRET_KEY, then SECRET_KEY_FALLBACKS) so keys can rotate.
+
+def _valid_times(claims: dict) -> bool:
+    for name in TIME_CLAIMS:
+        value = claims.get(name, 0)
+        if type(value) is not int or not 0 <= value < MAX_NUMERIC_DATE:  # bool is an int subclass
+            return False
+    return True
+
+
+def decode_access_token(token: str) -> AccessClaims:
+    """Verify signature, algorithm, header type, issuer, audience, expiry and type.
+
+    Keys are tried newest first (SECRET_KEY, then SECRET_KEY_FALLBACKS) so keys can rotate. Any
+    failure, PyJWT's or Python's (TypeError, ValueError, OverflowError, RecursionError on a hostile
+    header or claim), is a TokenError: a bad token must be a 401, never a 500.
 
     Raises:
         TokenError: the token is not a valid, current access token of this service.
     """
-    claims = None
+    decoded = None
     for key in (settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS):
         try:
-            claims = jwt.decode(
+            decoded = jwt.decode_complete(
                 token,
                 key,
                 algorithms=[settings.JWT_ALGORITHM],
@@ -76,24 +96,32 @@ def decode_access_token(token: str) -> AccessClaims:
             break
         except jwt.InvalidSignatureError:
             continue
-        except jwt.ExpiredSignatureError:
-            raise TokenError("The access token has expired.") from None
-        except jwt.InvalidTokenError:
-            raise TokenError("The access token is malformed or not issued by this service.") from None
-    if claims is None:
-        raise TokenError("The access token is malformed or not issued by this service.")
+        except jwt.ExpiredSignatureError as e:
+            raise TokenError("The access token has expired.") from e
+        except (jwt.InvalidTokenError, TypeError, ValueError, OverflowError, RecursionError) as e:
+            raise TokenError(MALFORMED) from e
+    if decoded is None:
+        raise TokenError(MALFORMED)
+    header, claims = decoded["header"], decoded["payload"]
+    # The header is checked after the signature: before it, nothing in it is worth believing.
+    typ = header.get("typ")
+    if not (isinstance(typ, str) and typ.lower() in ACCESS_TOKEN_MEDIA_TYPES):
+        raise TokenError("This is not an access token (its header typ is not at+jwt).")
     if claims["token_type"] != ACCESS_TOKEN_TYPE:
         raise TokenError("This is not an access token.")
-    sub, sid = claims["sub"], claims["sid"]
+    if not _valid_times(claims):
+        raise TokenError(MALFORMED)
+    sub, sid, jti = claims["sub"], claims["sid"], claims["jti"]
     try:
-        if not (isinstance(sub, str) and sub.isascii() and sub.isdigit()):
+        if not (isinstance(sub, str) and sub.isascii() and sub.isdigit() and isinstance(jti, str)):
+            raise ValueError(sub)
+        user_id = int(sub)
+        if user_id >= MAX_USER_ID:  # what no id column holds must not reach the SQL (a 500 on PostgreSQL)
             raise ValueError(sub)
         session_id = str(uuid.UUID(sid))
-    except (TypeError, ValueError, AttributeError):
-        raise TokenError("The access token is malformed or not issued by this service.") from None
-    return AccessClaims(
-        user_id=int(sub), session_id=session_id, token_id=claims["jti"], expires_at=claims["exp"]
-    )
+    except (TypeError, ValueError, AttributeError) as e:
+        raise TokenError(MALFORMED) from e
+    return AccessClaims(user_id=user_id, session_id=session_id, token_id=jti, expires_at=claims["exp"])
 
 
 def new_refresh_token() -> str:

@@ -18,7 +18,8 @@ async def test_malformed_json_is_400(client):
 
 @pytest.mark.parametrize("body", [b"[]", b'"text"', b"null", b"", b"\xff\xfe"])
 async def test_body_that_is_not_a_json_object_is_400(client, body):
-    assert_problem(await client.post("/user/login", content=body), 400, "malformed_body")
+    r = await client.post("/user/login", content=body, headers={"Content-Type": "application/json"})
+    assert_problem(r, 400, "malformed_body")
 
 
 async def test_validation_names_every_bad_field(client):

@@ -110,7 +110,12 @@ async def test_every_response_matches_its_documented_schema(app, document):
         await c.post("/user/register", content=b"{", headers={"Content-Type": "application/json"})  # 400
         await c.post("/user/register", json={"username": "x"})  # 422
         await c.post("/user/login", json={"email": reg["user"]["email"], "password": "wrong-password"})  # 401
-        await c.post("/user/login", content=b"x" * (settings.MAX_BODY_SIZE + 1))  # 413
+        await c.post(
+            "/user/login",
+            content=b"x" * (settings.MAX_BODY_SIZE + 1),
+            headers={"Content-Type": "application/json"},
+        )  # 413
+        await c.post("/user/login", content=b"email=a&password=b")  # 415
         pair = (
             await c.post("/user/login", json={"email": reg["user"]["email"], "password": PASSWORD})
         ).json()

@@ -21,7 +21,7 @@ def forge(
     claims = {**claims_of(token), **changes}
     if drop:
         del claims[drop]
-    return jwt.encode(claims, key or settings.SECRET_KEY, algorithm=algorithm)
+    return jwt.encode(claims, key or settings.SECRET_KEY, algorithm=algorithm, headers={"typ": "at+jwt"})
 
 
 async def refused(client, token: str) -> dict:
