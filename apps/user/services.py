@@ -192,9 +192,11 @@ async def authenticate(password: str, *, email: str | None = None, username: str
     too_long = len(key) > User._meta.fields_map[lookup].max_length
     user = None if too_long else await User.get_or_none(**{lookup: key})
     if user is None:
-        await passwords.burn_password_check(password)
+        await passwords.burn_password_check(password, account=(lookup, key))
         raise InvalidCredentials()
-    matches, upgraded_hash = await passwords.verify_password(password, user.password)
+    matches, upgraded_hash = await passwords.verify_password(
+        password, user.password, account=(lookup, key), upgrade=user.is_active
+    )
     if not matches or not user.is_active:
         raise InvalidCredentials()
     if upgraded_hash:
@@ -366,7 +368,9 @@ async def change_password(
     Raises:
         ValidationFailed: 422, `current_password` is wrong.
     """
-    matches, _ = await passwords.verify_password(current_password, user.password)
+    matches, _ = await passwords.verify_password(
+        current_password, user.password, account=user.id, upgrade=False
+    )
     if not matches:
         raise wrong_password("current_password")
     new_hash = await passwords.hash_password(new_password)
@@ -438,7 +442,7 @@ async def delete_account(user: User, password: str) -> None:
     Raises:
         ValidationFailed: 422, `password` is wrong.
     """
-    matches, _ = await passwords.verify_password(password, user.password)
+    matches, _ = await passwords.verify_password(password, user.password, account=user.id, upgrade=False)
     if not matches:
         raise wrong_password("password")
     await User.filter(id=user.id).delete()
