@@ -162,6 +162,7 @@ class _Job:
     estimate: float  # seconds of hashing-thread time, from the per-kind costs at admission
     account: Hashable | None
     submitted: float
+    predicted: float  # its expected wait at admission, before the drift correction
     started: float | None = None
 
 
@@ -172,6 +173,10 @@ class PoolStats:
     ops: Counter = field(default_factory=Counter)  # primitives run, by kind
     waits: deque = field(default_factory=lambda: deque(maxlen=10_000))  # queue wait per job, seconds
     refused: Counter = field(default_factory=Counter)  # "busy" (MAX_WAIT) or "account" (one in flight)
+
+
+# Admission aims a little below MAX_WAIT: the costs are averages, and the promise is about the slow tail.
+_HEADROOM = 0.85
 
 
 class HashingPool:
@@ -209,6 +214,9 @@ class HashingPool:
         self.stats = PoolStats()
         self._lock = threading.Lock()  # admission runs on the event loop, learning on the threads
         self._jobs: dict[_Job, None] = {}  # admitted and not finished, in FIFO order
+        # How much longer jobs really wait than predicted (>= 1): the hand-off between threads, CPU
+        # taken by the event loop and by other processes; the check closes the loop on its own promise.
+        self.drift = 1.0
         self._accounts: set[Hashable] = set()
 
     @property
@@ -220,10 +228,10 @@ class HashingPool:
         return self.first_guess(kind, self.costs) if cost is None else cost
 
     def expected_wait(self, now: float | None = None) -> float:
-        """When a job submitted now would start, in seconds from now."""
+        """When a job submitted now would start, in seconds from now (what admission compares)."""
         now = time.perf_counter() if now is None else now
         with self._lock:
-            return self._expected_wait(now)
+            return self._expected_wait(now) * self.drift
 
     def _expected_wait(self, now: float) -> float:
         # Each thread's free-at time: the remaining estimate of its running job (0 if idle); then
@@ -243,10 +251,11 @@ class HashingPool:
             if account is not None and account in self._accounts:
                 self.stats.refused["account"] += 1
                 raise HashingOverloaded()
-            if self._expected_wait(now) > self.max_wait:
+            predicted = self._expected_wait(now)
+            if predicted * self.drift > _HEADROOM * self.max_wait:
                 self.stats.refused["busy"] += 1
                 raise HashingOverloaded()
-            job = _Job(sum(self.estimate(kind) for kind in work), account, now)
+            job = _Job(sum(self.estimate(kind) for kind in work), account, now, predicted)
             self._jobs[job] = None
             if account is not None:
                 self._accounts.add(account)
@@ -260,8 +269,14 @@ class HashingPool:
             self._accounts.discard(job.account)
 
     def _learn(self, job: _Job, ops: list[tuple[str, float]]) -> None:
+        wait = job.started - job.submitted
         with self._lock:
-            self.stats.waits.append(job.started - job.submitted)
+            self.stats.waits.append(wait)
+            if job.predicted > 0.05 * self.max_wait:  # near zero, the ratio is mostly noise
+                ratio = wait / job.predicted
+                # like the costs: quick to raise (a promise is at stake), slow to lower
+                self.drift += (ratio - self.drift) * (0.2 if ratio > self.drift else 0.02)
+                self.drift = min(3.0, max(1.0, self.drift))
             for kind, seconds in ops:
                 self.stats.ops[kind] += 1
                 cost = self.costs.get(kind)
