@@ -185,7 +185,8 @@ class HashingPool:
     A job states the work it will do as a sequence of kinds (`work`); its cost is the sum of each
     kind's learned cost. A job is refused at once (503) when, with the jobs already admitted (their
     remaining estimated time if running, their full estimate if queued) laid out on the threads in
-    FIFO order, it would not start within `max_wait` seconds. Why per kind: a legacy PBKDF2 check at
+    FIFO order, it would not start within 85% of `max_wait` seconds, corrected by how much longer
+    than predicted jobs have really waited lately (`drift`). Why per kind: a legacy PBKDF2 check at
     1,000,000 rounds costs ten argon2id ones, so an average over all jobs lets a storm of slow jobs
     in on the credit of fast ones (and the reverse); why remaining time: a running job is already
     partly done, and counting it as queued turns every estimate into guesswork.
