@@ -121,3 +121,30 @@ def assert_problem(r: httpx.Response, status: int, code: str | None = None) -> d
     if code is not None:
         assert body["code"] == code, body
     return body
+
+
+def django_hash(password: str, hasher: str) -> str:
+    """A hash made by Django's own make_password, as found in a Django project's auth_user table."""
+    import django
+    from django.conf import settings as django_settings
+
+    if not django_settings.configured:
+        django_settings.configure()
+        django.setup()
+    from django.contrib.auth.hashers import make_password
+
+    return make_password(password, hasher=hasher)
+
+
+async def user_with_hash(password_hash: str, *, is_active: bool = True):
+    """An account whose password column holds `password_hash` as is (imported, legacy or unusable)."""
+    from apps.user.models import User, username_key
+
+    name = unique()
+    return await User.create(
+        username=name,
+        username_key=username_key(name),
+        email=f"{name}@example.com",
+        password=password_hash,
+        is_active=is_active,
+    )

@@ -101,9 +101,14 @@ async def authenticate(password: str, *, email: str | None = None, username: str
     too_long = len(key) > User._meta.fields_map[lookup].max_length
     user = None if too_long else await User.get_or_none(**{lookup: key})
     if user is None:
-        await passwords.burn_password_check(password)
+        await passwords.burn_password_check(password, account=(lookup, key))
         raise InvalidCredentials()
-    matches, upgraded_hash = await passwords.verify_password(password, user.password)
+    # Keyed by what the caller typed, not the user id: a 503 for "one check in flight" must not tell
+    # whether an identifier exists, or whether an email and a username are one account. No upgrade
+    # for an inactive account: computing the new hash would make a right password answer slower.
+    matches, upgraded_hash = await passwords.verify_password(
+        password, user.password, account=(lookup, key), upgrade=user.is_active
+    )
     if not matches or not user.is_active:
         raise InvalidCredentials()
     if upgraded_hash:
@@ -156,7 +161,7 @@ async def update_profile(user: User, *, username: str | None = None, email: str 
 
 
 async def _confirm_password(user: User, password: str, field: str) -> None:
-    matches, _ = await passwords.verify_password(password, user.password)
+    matches, _ = await passwords.verify_password(password, user.password, account=user.id, upgrade=False)
     if not matches:
         raise WrongPassword(field)
 

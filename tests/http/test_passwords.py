@@ -3,34 +3,15 @@ the password column; hashing never runs on the event loop."""
 
 import logging
 import threading
+import unicodedata
 
 import pytest
 from passlib.hash import pbkdf2_sha256
 
 import settings
 from apps.user import passwords
-from apps.user.models import User, username_key
-from tests.helpers import PASSWORD, assert_problem, register, unique
-
-
-def django_hash(password: str, hasher: str) -> str:
-    """A hash made by Django's own make_password, as found in a Django project's auth_user table."""
-    import django
-    from django.conf import settings as django_settings
-
-    if not django_settings.configured:
-        django_settings.configure()
-        django.setup()
-    from django.contrib.auth.hashers import make_password
-
-    return make_password(password, hasher=hasher)
-
-
-async def user_with_hash(password_hash: str) -> User:
-    name = unique()
-    return await User.create(
-        username=name, username_key=username_key(name), email=f"{name}@example.com", password=password_hash
-    )
+from apps.user.models import User
+from tests.helpers import PASSWORD, assert_problem, django_hash, register, unique, user_with_hash
 
 
 async def login(client, user: User, password: str = PASSWORD):
@@ -132,21 +113,46 @@ async def test_hashing_threads_yield_to_the_event_loop(client):
 async def test_a_hashing_queue_too_long_to_wait_in_is_refused_at_once(client, monkeypatch):
     import asyncio
 
-    reg = await register(client)
+    users = [(await register(client))["user"] for _ in range(6)]  # six accounts: no per-account refusal
     monkeypatch.setattr(settings, "PASSWORD_HASHER_MAX_WAIT", 0)  # any queue at all is too long
-    login = {"email": reg["user"]["email"], "password": PASSWORD}
     name = unique()
     responses = await asyncio.gather(
-        *[client.post("/user/login", json=login) for _ in range(6)],
+        *[client.post("/user/login", json={"email": u["email"], "password": PASSWORD}) for u in users],
         client.post(
             "/user/register", json={"username": name, "email": f"{name}@example.com", "password": PASSWORD}
         ),
     )
     statuses = [r.status_code for r in responses]
     assert {200, 201} & set(statuses) and 503 in statuses, statuses  # the first in line is served
+    assert passwords._pool().stats.refused["busy"] >= 1
     for r in responses:
         if r.status_code == 503:
             assert_problem(r, 503, "overloaded")
             assert r.headers["retry-after"] == "1"
     if statuses[-1] == 503:  # a refused registration left nothing behind
         assert not await User.exists(username_key=name.lower())
+
+
+# --- NFKC: the same password typed on any system -----------------------------------------------------
+
+NFC = unicodedata.normalize("NFC", "Crème-brûlée-42")  # Windows, Linux
+NFD = unicodedata.normalize("NFD", NFC)  # macOS: e + combining grave accent
+
+
+async def test_a_password_registered_on_windows_opens_the_account_typed_on_a_mac(client):
+    reg = await register(client, password=NFC)
+    r = await client.post("/user/login", json={"email": reg["user"]["email"], "password": NFD})
+    assert r.status_code == 200, r.text
+
+
+async def test_a_hash_made_before_normalisation_logs_in_and_migrates(client):
+    """This service's older argon2id hashes (and Django's) were made from the password as typed."""
+    user = await user_with_hash(passwords._context().hash(NFD))
+    r = await client.post("/user/login", json={"email": user.email, "password": NFD})
+    assert r.status_code == 200, r.text
+    migrated = (await User.get(id=user.id)).password
+    assert migrated != user.password and passwords.is_current(migrated)
+    # the account now opens with the password typed in any form
+    r = await client.post("/user/login", json={"email": user.email, "password": NFC})
+    assert r.status_code == 200, r.text
+    assert (await User.get(id=user.id)).password == migrated  # and is not re-hashed again

@@ -159,7 +159,9 @@ async def test_logins_and_a_password_change_in_parallel_leave_only_the_kept_sess
     )
     *login_responses, change_response = await asyncio.gather(*logins, change)
     assert change_response.status_code == 204, change_response.text
-    assert {r.status_code for r in login_responses} <= {200, 401}
+    # one check per account at a time (the others 503 at once), so one login races the change
+    statuses = [r.status_code for r in login_responses]
+    assert set(statuses) <= {200, 401, 503} and {200, 401} & set(statuses), statuses
     live = await Session.filter(user_id=reg["user"]["id"], revoked_at=None).values_list("id", flat=True)
     assert [str(s) for s in live] == [jwt_sid(reg["access_token"])]
 
