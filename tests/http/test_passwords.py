@@ -129,8 +129,27 @@ async def test_a_hashing_queue_too_long_to_wait_in_is_refused_at_once(client, mo
         if r.status_code == 503:
             assert_problem(r, 503, "overloaded")
             assert r.headers["retry-after"] == "1"
-    if statuses[-1] == 503:  # a refused registration left nothing behind
-        assert not await User.exists(username_key=name.lower())
+
+
+async def test_a_registration_refused_for_load_leaves_nothing_behind(client, monkeypatch):
+    import asyncio
+    import time
+
+    monkeypatch.setattr(settings, "PASSWORD_HASHER_MAX_WAIT", 0)  # any queue at all is too long
+    # every hashing thread busy, so the registration is certain to be refused
+    blockers = [
+        asyncio.ensure_future(passwords._pool().run(time.sleep, 0.5))
+        for _ in range(passwords._pool().threads)
+    ]
+    await asyncio.sleep(0.05)
+    name = unique()
+    r = await client.post(
+        "/user/register", json={"username": name, "email": f"{name}@example.com", "password": PASSWORD}
+    )
+    assert_problem(r, 503, "overloaded")
+    await asyncio.gather(*blockers)
+    assert not await User.exists(username_key=name.lower())
+    assert not await User.exists(email=f"{name}@example.com")
 
 
 # --- NFKC: the same password typed on any system -----------------------------------------------------
