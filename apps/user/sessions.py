@@ -47,6 +47,15 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+# A header is any bytes a client sent; PostgreSQL refuses NUL in text, and a device list shows no
+# control characters: drop them rather than refuse the login.
+_CONTROL_CHARACTERS = dict.fromkeys([*range(0x20), 0x7F])
+
+
+def _storable(user_agent: str) -> str:
+    return user_agent.translate(_CONTROL_CHARACTERS)[:512]
+
+
 def _expiry(created_at: datetime, now: datetime) -> datetime:
     """Sliding idle expiry, capped by the absolute lifetime."""
     return min(
@@ -91,7 +100,7 @@ async def start(
             created_at=now,
             last_used_at=now,
             expires_at=_expiry(now, now),
-            user_agent=client.user_agent[:512],
+            user_agent=_storable(client.user_agent),
             ip_address=client.ip_address,
         )
         refresh = tokens.new_refresh_token()

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import settings
 from apps.user import accounts
 from apps.user.models import RefreshToken, Session, User
-from tests.helpers import PASSWORD, assert_problem, bearer, register
+from tests.helpers import PASSWORD, assert_problem, bearer, register, unique
 
 
 async def login(client, reg):
@@ -193,3 +193,14 @@ async def test_refreshing_never_extends_a_session_past_its_absolute_lifetime(cli
     await Session.filter(id=session.id).update(created_at=session.created_at - timedelta(seconds=3601))
     r = await client.post("/user/refresh-token", json={"refresh_token": r.json()["refresh_token"]})
     assert_problem(r, 401, "invalid_refresh_token")
+
+
+async def test_a_user_agent_with_control_characters_is_stored_without_them(client):
+    name = unique()
+    r = await client.post(
+        "/user/register",
+        json={"username": name, "email": f"{name}@example.com", "password": PASSWORD},
+        headers={"User-Agent": "Agent\x00/1.0\x1b[31m"},
+    )
+    assert r.status_code == 201, r.text
+    assert (await Session.get(user_id=r.json()["user"]["id"])).user_agent == "Agent/1.0[31m"
