@@ -27,7 +27,7 @@ from tortoise.backends.base.executor import EXECUTOR_CACHE  # noqa: E402
 
 import settings  # noqa: E402
 from app import create_app  # noqa: E402
-from tests.helpers import migrate, postgres_url_for  # noqa: E402
+from tests.helpers import logged_in_account, migrate, postgres_url_for  # noqa: E402
 
 BACKENDS = ["sqlite", "postgres"]
 
@@ -75,3 +75,14 @@ async def client(app):
     transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
         yield c
+
+
+@pytest.fixture
+async def staff(client):
+    """A staff member who is not a superuser, logged in."""
+    return await logged_in_account(client, is_staff=True)
+
+
+@pytest.fixture
+async def superuser(client):
+    return await logged_in_account(client, is_staff=True, is_superuser=True)

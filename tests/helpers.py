@@ -148,3 +148,17 @@ async def user_with_hash(password_hash: str, *, is_active: bool = True):
         password=password_hash,
         is_active=is_active,
     )
+
+
+async def logged_in_account(client, *, is_staff: bool = False, is_superuser: bool = False) -> dict:
+    """An account made as manage.py makes one (accounts.create_user), logged in: the token response
+    and the account's id."""
+    from apps.user import accounts
+
+    name = unique("s")
+    user = await accounts.create_user(
+        name, f"{name}@example.com", PASSWORD, is_staff=is_staff, is_superuser=is_superuser
+    )
+    r = await client.post("/user/login", json={"username": name, "password": PASSWORD})
+    assert r.status_code == 200, r.text
+    return {**r.json(), "id": user.id}

@@ -2,29 +2,8 @@
 
 import pytest
 
-from apps.user import accounts
 from apps.user.models import Session, User
 from tests.helpers import PASSWORD, assert_problem, bearer, register, unique
-
-
-async def account(client, *, is_staff=False, is_superuser=False) -> dict:
-    name = unique("s")
-    user = await accounts.create_user(
-        name, f"{name}@example.com", PASSWORD, is_staff=is_staff, is_superuser=is_superuser
-    )
-    r = await client.post("/user/login", json={"username": name, "password": PASSWORD})
-    assert r.status_code == 200, r.text
-    return {**r.json(), "id": user.id}
-
-
-@pytest.fixture
-async def staff(client):
-    return await account(client, is_staff=True)
-
-
-@pytest.fixture
-async def superuser(client):
-    return await account(client, is_staff=True, is_superuser=True)
 
 
 async def test_scopes_follow_the_flags(client, staff, superuser):

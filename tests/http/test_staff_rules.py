@@ -9,28 +9,13 @@ import pytest
 from apps.user import accounts
 from apps.user.exceptions import LastSuperuser
 from apps.user.models import User
-from tests.helpers import PASSWORD, assert_problem, bearer, register, unique
-
-
-async def account(client, *, is_staff=False, is_superuser=False) -> dict:
-    name = unique("r")
-    user = await accounts.create_user(
-        name, f"{name}@example.com", PASSWORD, is_staff=is_staff, is_superuser=is_superuser
-    )
-    r = await client.post("/user/login", json={"username": name, "password": PASSWORD})
-    assert r.status_code == 200, r.text
-    return {**r.json(), "id": user.id}
-
-
-@pytest.fixture
-async def staff(client):
-    return await account(client, is_staff=True)
+from tests.helpers import PASSWORD, assert_problem, bearer, logged_in_account, register
 
 
 @pytest.fixture
 async def only_superuser(client):
     """A superuser who is, for the length of the test, the only active one."""
-    me = await account(client, is_staff=True, is_superuser=True)
+    me = await logged_in_account(client, is_staff=True, is_superuser=True)
     others = (
         await User.filter(is_superuser=True, is_active=True).exclude(id=me["id"]).values_list("id", flat=True)
     )
@@ -45,13 +30,13 @@ async def patch(client, who, target_id, body):
 
 @pytest.mark.parametrize("grant", [True, False])
 async def test_a_staff_member_cannot_grant_or_remove_staff(client, staff, grant):
-    target = await account(client, is_staff=not grant)
+    target = await logged_in_account(client, is_staff=not grant)
     assert_problem(await patch(client, staff, target["id"], {"is_staff": grant}), 403, "permission_denied")
     assert (await User.get(id=target["id"])).is_staff is (not grant)
 
 
 async def test_a_staff_member_cannot_deactivate_or_delete_another_staff_member(client, staff):
-    colleague = await account(client, is_staff=True)
+    colleague = await logged_in_account(client, is_staff=True)
     assert_problem(await patch(client, staff, colleague["id"], {"is_active": False}), 403)
     r = await client.delete(f"/admin/users/{colleague['id']}", headers=bearer(staff["access_token"]))
     assert_problem(r, 403)
@@ -93,7 +78,7 @@ async def test_the_last_active_superuser_cannot_delete_itself(client, only_super
 
 
 async def test_with_a_second_superuser_one_may_step_down(client, only_superuser):
-    second = await account(client, is_staff=True, is_superuser=True)
+    second = await logged_in_account(client, is_staff=True, is_superuser=True)
     r = await patch(client, only_superuser, only_superuser["id"], {"is_superuser": False})
     assert r.status_code == 200, r.text
     # now `second` is the last one
@@ -102,7 +87,7 @@ async def test_with_a_second_superuser_one_may_step_down(client, only_superuser)
 
 
 async def test_two_superusers_demoting_each_other_at_once_leave_one(client, only_superuser, backend):
-    second = await account(client, is_staff=True, is_superuser=True)
+    second = await logged_in_account(client, is_staff=True, is_superuser=True)
     a, b = await asyncio.gather(
         patch(client, only_superuser, second["id"], {"is_superuser": False}),
         patch(client, second, only_superuser["id"], {"is_superuser": False}),
