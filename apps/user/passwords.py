@@ -167,6 +167,24 @@ class _Job:
     started: float | None = None
 
 
+class _AccountTurns:
+    """The checks of one account: one in the pool (holding `lock`), the others waiting for it."""
+
+    def __init__(self, registry: dict, account: Hashable) -> None:
+        self.registry, self.account = registry, account
+        self.lock = asyncio.Lock()
+        self.waiting = 0
+
+    def release(self) -> None:
+        self.lock.release()
+        self.forget_if_idle()
+
+    def forget_if_idle(self) -> None:
+        # bounded memory: an account with nothing in flight and nobody waiting has no entry
+        if not self.lock.locked() and not self.waiting and self.registry.get(self.account) is self:
+            del self.registry[self.account]
+
+
 @dataclass
 class PoolStats:
     """What the pool did, for tests and operators: counts to assert on rather than wall-clock times."""
@@ -192,11 +210,13 @@ class HashingPool:
     in on the credit of fast ones (and the reverse); why remaining time: a running job is already
     partly done, and counting it as queued turns every estimate into guesswork.
 
-    `account`: at most one job per account in flight; a second one is refused at once with the same
-    503. Why refuse rather than queue behind: a queue per account holds a request (and a connection)
-    per attempt for n times the hash's cost, and a client hammering one account with a slow legacy
-    hash would keep one hashing thread busy and a crowd of requests waiting; refusing costs nothing,
-    and a person who double-clicks still gets the answer of the first request.
+    `account`: at most one job per account in the pool; the next ones for that account wait their
+    turn outside it, first come first served, and are refused (the same 503) only if their turn would
+    not come within `max_wait`. Why outside the pool: hammering one account with a slow legacy hash
+    then occupies one thread, never the queue everybody else's logins wait in. Why wait rather than
+    refuse: refusing every check while one is in flight would let anyone lock an account's owner
+    out of logging in by keeping wrong-password attempts going (each holds the account ~25 ms);
+    waiting, the owner's attempt gets its turn behind the few the attacker has in flight.
     """
 
     def __init__(
@@ -219,7 +239,7 @@ class HashingPool:
         # How much longer jobs really wait than predicted (>= 1): the hand-off between threads, CPU
         # taken by the event loop and by other processes; the check closes the loop on its own promise.
         self.drift = 1.0
-        self._accounts: set[Hashable] = set()
+        self._accounts: dict[Hashable, _AccountTurns] = {}  # event-loop side only
 
     @property
     def max_wait(self) -> float:
@@ -250,17 +270,12 @@ class HashingPool:
     def _admit(self, work: Sequence[str], account: Hashable | None) -> _Job:
         now = time.perf_counter()
         with self._lock:
-            if account is not None and account in self._accounts:
-                self.stats.refused["account"] += 1
-                raise HashingOverloaded()
             predicted = self._expected_wait(now)
             if predicted * self.drift > _HEADROOM * self.max_wait:
                 self.stats.refused["busy"] += 1
                 raise HashingOverloaded()
             job = _Job(sum(self.estimate(kind) for kind in work), account, now, predicted)
             self._jobs[job] = None
-            if account is not None:
-                self._accounts.add(account)
             return job
 
     def _release(self, job: _Job) -> None:
@@ -268,7 +283,6 @@ class HashingPool:
         # its caller stops waiting: a cancelled request's hash still occupies a thread until it ends.
         with self._lock:
             self._jobs.pop(job, None)
-            self._accounts.discard(job.account)
 
     def _learn(self, job: _Job, ops: list[tuple[str, float]]) -> None:
         wait = job.started - job.submitted
@@ -305,17 +319,53 @@ class HashingPool:
         """Run `fn(*args)` on a hashing thread; `work` names the kinds of primitive it will run.
 
         Raises:
-            HashingOverloaded: 503, the job would not start within max_wait, or `account` has a job
-                in flight already.
+            HashingOverloaded: 503, the job would not start within max_wait, or its account's turn
+                would not come within max_wait.
         """
-        job = self._admit(work, account)
+        turns = await self._account_turn(account, work) if account is not None else None
         try:
-            future = self.executor.submit(self._execute, job, work, fn, args)
-        except RuntimeError:  # shut down
-            self._release(job)
+            job = self._admit(work, account)
+            try:
+                future = self.executor.submit(self._execute, job, work, fn, args)
+            except RuntimeError:  # shut down
+                self._release(job)
+                raise
+        except BaseException:  # refused or shut down: the account's turn passes to the next
+            if turns is not None:
+                turns.release()
             raise
         future.add_done_callback(lambda _: self._release(job))
+        if turns is not None:
+            # The account's turn ends when the thread is done with the hash, not when its caller
+            # stops waiting: a cancelled request's check still occupies a thread until it ends.
+            loop = asyncio.get_running_loop()
+            future.add_done_callback(lambda _: loop.call_soon_threadsafe(turns.release))
         return await asyncio.wrap_future(future)
+
+    async def _account_turn(self, account: Hashable, work: Sequence[str]) -> _AccountTurns:
+        """Wait for `account`'s turn (FIFO); refuse at once if it would not come within max_wait.
+
+        Raises:
+            HashingOverloaded: too many checks of this account ahead of this one.
+        """
+        turns = self._accounts.get(account)
+        if turns is None:
+            turns = self._accounts[account] = _AccountTurns(self._accounts, account)
+        ahead = turns.waiting + turns.lock.locked()
+        if ahead and ahead * sum(self.estimate(kind) for kind in work) > _HEADROOM * self.max_wait:
+            self.stats.refused["account"] += 1
+            turns.forget_if_idle()
+            raise HashingOverloaded()
+        turns.waiting += 1
+        try:
+            await asyncio.wait_for(turns.lock.acquire(), timeout=self.max_wait)
+        except TimeoutError:
+            self.stats.refused["account"] += 1
+            raise HashingOverloaded() from None
+        finally:
+            turns.waiting -= 1
+            turns.forget_if_idle()
+        return turns
 
 
 def _first_guess(kind: str, costs: Mapping[str, float]) -> float:

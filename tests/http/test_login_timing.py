@@ -106,7 +106,8 @@ async def test_coarse_clock_check_unusable_and_seed_hashes_are_not_faster_than_u
 
 async def test_hammering_one_account_with_a_slow_hash_does_not_hold_up_other_logins(client):
     """Django's PBKDF2 at 1,000,000 rounds costs ~10 argon2id verifications. Before, eight concurrent
-    attempts on one such account queued eight of them ahead of everybody else's login."""
+    attempts on one such account queued eight of them ahead of everybody else's login; now they wait
+for each other, outside the pool's queue."""
     slow = await user_with_hash(
         await asyncio.to_thread(django_pbkdf2_sha256.using(rounds=1_000_000).hash, PASSWORD)
     )
@@ -124,4 +125,6 @@ async def test_hammering_one_account_with_a_slow_hash_does_not_hold_up_other_log
 
     assert r.status_code == 200, r.text
     assert waited < 3 * one_attempt, (waited, one_attempt)  # before: ~8 attempts' worth
-    assert statuses == [401] + [503] * 7, statuses  # one check in flight for that account; the rest refused
+    # one check of that account in the pool at a time; the others waited their turn outside it or,
+    # past PASSWORD_HASHER_MAX_WAIT, were refused
+    assert set(statuses) <= {401, 503} and statuses[0] == 401, statuses

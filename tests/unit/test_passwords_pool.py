@@ -5,6 +5,7 @@ cost, and one job per account in flight. No database and no hashing: sleep-based
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
@@ -121,8 +122,9 @@ async def test_a_running_job_counts_only_what_is_left_of_it(make_pool):
     await running
 
 
-async def test_one_job_per_account_in_flight(make_pool):
+async def test_one_job_per_account_in_the_pool_the_next_wait_their_turn(make_pool):
     pool = make_pool(threads=2, max_wait=2)
+    await learn(pool, "legacy", 0.3, times=1)
     done = []
 
     async def job(account, seconds):
@@ -131,16 +133,52 @@ async def test_one_job_per_account_in_flight(make_pool):
 
     first = asyncio.create_task(job("alice", 0.3))
     await asyncio.sleep(0.02)
+    second = asyncio.create_task(job("alice", 0.01))  # waits for alice's first check, outside the pool
+    await asyncio.sleep(0.02)
+    assert pool.expected_wait() < 0.05  # the waiting check holds no place in the pool's queue
+    await job("bob", 0.01)  # another account goes straight through meanwhile
+    assert done == ["bob"]
+    await asyncio.gather(first, second)
+    assert done == ["bob", "alice", "alice"]  # in order: the second began after the first ended
+    assert pool.stats.refused["account"] == 0
+    assert not pool._accounts  # nothing kept for accounts with nothing in flight
+
+
+async def test_an_account_turn_beyond_max_wait_is_refused_at_once(make_pool):
+    pool = make_pool(threads=2, max_wait=0.5)
+    await learn(pool, "legacy", 0.2, times=1)
+    queued = [
+        asyncio.create_task(pool.run(sleeper(0.2), work=("legacy",), account="alice")) for _ in range(3)
+    ]
+    await asyncio.sleep(0.02)
     began = time.perf_counter()
-    with pytest.raises(HashingOverloaded):  # the same account again: refused at once
-        await job("alice", 0.3)
+    with pytest.raises(HashingOverloaded):  # three checks of 0.2 s ahead of it, and 0.5 s to wait
+        await pool.run(sleeper(0.2), work=("legacy",), account="alice")
     assert time.perf_counter() - began < 0.05
     assert pool.stats.refused["account"] == 1
-    await job("bob", 0.01)  # another account goes through meanwhile
-    assert done == ["bob"]
-    await first
-    await job("alice", 0.01)  # and once the first check ended, the account can be checked again
-    assert done == ["bob", "alice", "alice"]
+    await asyncio.gather(*queued)
+
+
+async def test_an_attacker_hammering_an_account_does_not_lock_its_owner_out(make_pool):
+    """Wrong-password attempts kept in flight from a few connections: the owner's check waits its
+    turn behind them instead of being refused because one is in flight."""
+    pool = make_pool(threads=1, max_wait=2)
+    await learn(pool, "current", 0.03, times=1)
+    stop = False
+
+    async def attacker():
+        while not stop:
+            with contextlib.suppress(HashingOverloaded):
+                await pool.run(sleeper(0.03), work=("current",), account="victim")
+
+    attackers = [asyncio.create_task(attacker()) for _ in range(3)]
+    await asyncio.sleep(0.1)
+    try:
+        for _ in range(5):
+            await pool.run(sleeper(0.03), work=("current",), account="victim")  # never refused
+    finally:
+        stop = True
+        await asyncio.gather(*attackers)
 
 
 async def test_a_cancelled_caller_keeps_the_slot_until_its_thread_is_done(make_pool):
@@ -151,8 +189,8 @@ async def test_a_cancelled_caller_keeps_the_slot_until_its_thread_is_done(make_p
     waiting.cancel()  # the client went away; the hash still occupies the thread
     with pytest.raises(asyncio.CancelledError):
         await waiting
-    with pytest.raises(HashingOverloaded):
-        await pool.run(sleeper(0.01), work=("legacy",), account="alice")
     assert pool.expected_wait() > 0.1
-    await asyncio.sleep(0.35)
+    began = time.perf_counter()
     await pool.run(sleeper(0.01), work=("legacy",), account="alice")
+    # the next check of alice began only once the cancelled caller's hash had ended
+    assert time.perf_counter() - began >= 0.15
