@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 import secrets
 import time
-from urllib.parse import urlsplit
 
 from starlette.authentication import AuthCredentials, AuthenticationBackend, AuthenticationError, BaseUser
 from starlette.datastructures import Headers
@@ -24,6 +24,8 @@ from apps.core.logs import escape_field, request_id_var
 from apps.user import authentication
 
 access_log = logging.getLogger("authservice.access")
+
+HOST_PATTERN = re.compile(r"([a-z0-9.-]+|\[[a-f0-9]*:[a-f0-9.:]+\])(:[0-9]+)?")
 
 # A client's id is echoed into headers and logs: accept only a short, plain token (no log injection).
 # bytes.translate deletes the allowed bytes in C; anything left over means the id is refused.
@@ -120,15 +122,25 @@ class AllowedHostsMiddleware:
     def _allowed(self, raw: bytes) -> bool:
         verdict = self._verdicts.get(raw)
         if verdict is None:
-            try:
-                host = urlsplit("//" + raw.decode("latin-1")).hostname or ""
-            except ValueError:
-                host = ""
-            host = host.rstrip(".")
-            verdict = self.any_host or (bool(host) and (host in self.exact or host.endswith(self.suffixes)))
+            verdict = self._judge(raw.decode("latin-1").lower())
             if len(self._verdicts) < 1024:  # bounded: Host is client-controlled
                 self._verdicts[raw] = verdict
         return verdict
+
+    def _judge(self, host: str) -> bool:
+        if not host:
+            return self.any_host
+        # Django's host_validation_re: a name or a bracketed IPv6 address, and an optional port.
+        # Looser parsers (urlsplit) take "evil.com\\@localhost" or "x@localhost" for localhost, and
+        # a URL built from such a header points elsewhere.
+        match = HOST_PATTERN.fullmatch(host)
+        if match is None:
+            return False
+        name = match.group(1).removesuffix(".")
+        return self.any_host or any(
+            candidate in self.exact or candidate.endswith(self.suffixes)
+            for candidate in {name, name.strip("[]")}
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":

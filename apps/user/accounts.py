@@ -10,10 +10,18 @@ from __future__ import annotations
 import secrets
 
 from tortoise.exceptions import IntegrityError
+from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from apps.user import passwords, sessions, usernames
-from apps.user.exceptions import InvalidCredentials, LastSuperuser, NotAllowed, Taken, WrongPassword
+from apps.user.exceptions import (
+    InvalidCredentials,
+    LastSuperuser,
+    NotAllowed,
+    Taken,
+    UserNotFound,
+    WrongPassword,
+)
 from apps.user.models import User, normalize_email, username_key
 from apps.user.sessions import Client, IssuedTokens
 
@@ -209,22 +217,50 @@ async def set_password(user: User, new_password: str) -> int:
 async def delete_account(user: User, password: str) -> None:
     """Delete one's own account; its sessions go with it (ON DELETE CASCADE), its tokens die at once.
 
+    Only if the password is still the one confirmed: a password change that commits in between (and
+    ends the caller's session) is not overtaken by the deletion.
+
     Raises:
-        WrongPassword: `password` is wrong.
+        WrongPassword: `password` is wrong, or was changed meanwhile.
         LastSuperuser: it is the last active superuser.
     """
     await _confirm_password(user, password, "password")
-    await delete_user(user, user)
+    await delete_user(user, user, expected_password=user.password)
 
 
 # --- staff rules ----------------------------------------------------------------------------------
 # Who may change whom, in one place for the staff API and manage.py. `actor` is the user acting
 # (request.user), or None for an operator at the server's shell, who may do anything the
-# last-superuser rule allows.
+# last-superuser rule allows. The rules are checked on the rows as they are inside the changing
+# transaction (locked), not as they were when the request began: a demotion that committed a moment
+# ago counts.
+
+# Who can use the staff API with every right: the service must keep one.
+_ADMINISTRATOR = {"is_superuser": True, "is_staff": True, "is_active": True}
 
 
-def _check_actor(actor, target: User, changes: dict[str, bool]) -> None:
-    if actor is None or actor.is_superuser:
+def _is_administrator(flags) -> bool:
+    return all(getattr(flags, name) for name in _ADMINISTRATOR)
+
+
+async def _locked(*user_ids: int) -> dict[int, User]:
+    """These users' rows and every administrator's, locked for the rest of the transaction.
+
+    Always in id order (PostgreSQL; SQLite has one writer anyway), so two changes wait for each other
+    instead of deadlocking: two superusers demoting each other at once cannot both succeed. Models,
+    not values_list(): Tortoise drops FOR UPDATE from a values query.
+    """
+    rows = await User.filter(Q(id__in=user_ids) | Q(**_ADMINISTRATOR)).order_by("id").select_for_update()
+    return {row.id: row for row in rows}
+
+
+def _check_actor(actor, rows: dict[int, User], target: User, changes: dict[str, bool]) -> None:
+    if actor is None:
+        return
+    acting = rows.get(actor.id)
+    if acting is None or not (acting.is_active and acting.is_staff):
+        raise NotAllowed("Your account may no longer use the staff tools.")
+    if acting.is_superuser:
         return
     if "is_superuser" in changes:
         raise NotAllowed("Only a superuser may change is_superuser.")
@@ -232,23 +268,19 @@ def _check_actor(actor, target: User, changes: dict[str, bool]) -> None:
         raise NotAllowed("Only a superuser may grant or remove staff status.")
     if target.is_superuser:
         raise NotAllowed("Only a superuser may change a superuser's account.")
-    if target.is_staff and target.id != actor.id:
-        raise NotAllowed("Only a superuser may deactivate or delete another staff member.")
+    if target.is_staff and target.id != acting.id:
+        raise NotAllowed("Only a superuser may change, deactivate or delete another staff member.")
 
 
-async def _keep_a_superuser(target: User, *, losing: bool) -> None:
-    """Refuse a change that would leave no active superuser; call inside the changing transaction.
+def _keep_an_administrator(rows: dict[int, User], target: User, *, remains: bool) -> None:
+    """Refuse a change after which no active superuser with staff status would be left.
 
-    Every active superuser's row is locked (PostgreSQL; SQLite has one writer anyway), always in id
-    order so that two such changes wait for each other instead of deadlocking; so two superusers
-    demoting each other at once cannot both succeed.
+    Raises:
+        LastSuperuser: `target` is the last one and would not remain one.
     """
-    if not (losing and target.is_superuser and target.is_active):
-        return
-    # models, not values_list(): Tortoise drops FOR UPDATE from a values query
-    active = await User.filter(is_superuser=True, is_active=True).order_by("id").select_for_update()
-    if not [user for user in active if user.id != target.id]:
-        raise LastSuperuser()
+    if _is_administrator(target) and not remains:
+        if not any(_is_administrator(row) for user_id, row in rows.items() if user_id != target.id):
+            raise LastSuperuser()
 
 
 async def set_flags(
@@ -263,54 +295,74 @@ async def set_flags(
     request.user in every worker at once.
 
     Raises:
+        UserNotFound: the account was deleted meanwhile.
         NotAllowed: the actor may not make this change (staff rules above).
-        LastSuperuser: it would leave no active superuser.
+        LastSuperuser: it would leave no active superuser with staff status.
     """
-    changes = {
-        name: value
-        for name, value in (("is_active", is_active), ("is_staff", is_staff), ("is_superuser", is_superuser))
-        if value is not None and value != getattr(user, name)
-    }
-    if not changes:
-        return user
-    _check_actor(actor, user, changes)
+    asked = {"is_active": is_active, "is_staff": is_staff, "is_superuser": is_superuser}
     async with sessions.ending() as end:
-        await _keep_a_superuser(
-            user, losing=changes.get("is_active") is False or changes.get("is_superuser") is False
-        )
-        await User.filter(id=user.id).update(**changes)
+        rows = await _locked(user.id, *([actor.id] if actor is not None else []))
+        target = rows.get(user.id)
+        if target is None:
+            raise UserNotFound()
+        changes = {
+            name: value
+            for name, value in asked.items()
+            if value is not None and value != getattr(target, name)
+        }
+        _check_actor(actor, rows, target, changes)  # also when nothing changes: the answer must not tell
+        if not changes:
+            return target
+        after = {name: changes.get(name, getattr(target, name)) for name in _ADMINISTRATOR}
+        _keep_an_administrator(rows, target, remains=all(after.values()))
+        await User.filter(id=target.id).update(**changes)
         if changes.get("is_active") is False:
-            await end.user_sessions(user.id, "deactivated")
-        end.account_changed(user.id)
+            await end.user_sessions(target.id, "deactivated")
+        end.account_changed(target.id)
     for name, value in changes.items():
-        setattr(user, name, value)
-    return user
+        setattr(target, name, value)
+    return target
 
 
-async def delete_user(actor, user: User) -> None:
+async def delete_user(actor, user: User, *, expected_password: str | None = None) -> None:
     """Delete an account; its sessions go with it, its tokens die at once.
 
     Raises:
+        UserNotFound: the account was deleted meanwhile.
         NotAllowed: the actor may not delete this account.
-        LastSuperuser: it is the last active superuser.
+        LastSuperuser: it is the last active superuser with staff status.
+        WrongPassword: with `expected_password`, the stored password is another one by now.
     """
-    if actor is None or actor.id != user.id:
-        _check_actor(actor, user, {})
     async with sessions.ending() as end:
-        await _keep_a_superuser(user, losing=True)
-        await User.filter(id=user.id).delete()
-        end.account_changed(user.id)
+        rows = await _locked(user.id, *([actor.id] if actor is not None else []))
+        target = rows.get(user.id)
+        if target is None:
+            raise UserNotFound()
+        if actor is not None and actor.id != target.id:  # anybody may delete their own account
+            _check_actor(actor, rows, target, {})
+        _keep_an_administrator(rows, target, remains=False)
+        doomed = User.filter(id=target.id)
+        if expected_password is not None:
+            doomed = doomed.filter(password=expected_password)
+        if not await doomed.delete():
+            raise WrongPassword("password")
+        end.account_changed(target.id)
 
 
 async def end_sessions(actor, user: User, reason: str) -> int:
     """End every session of a user (staff tools); returns how many were live.
 
     Raises:
-        NotAllowed: a staff member who is not a superuser, about a superuser's account.
+        NotAllowed: the actor may not act on this account (staff rules above).
     """
-    if actor is not None and not actor.is_superuser and user.is_superuser:
-        raise NotAllowed("Only a superuser may change a superuser's account.")
-    return await sessions.end_all(user.id, reason)
+    async with sessions.ending() as end:
+        rows = await _locked(user.id, *([actor.id] if actor is not None else []))
+        target = rows.get(user.id)
+        if target is None:
+            raise UserNotFound()
+        if actor is not None and actor.id != target.id:
+            _check_actor(actor, rows, target, {})
+        return await end.user_sessions(target.id, reason)
 
 
 async def import_accounts(creates: list[dict], updates: list[tuple[int, dict]]) -> None:
@@ -322,12 +374,12 @@ async def import_accounts(creates: list[dict], updates: list[tuple[int, dict]]) 
         LastSuperuser: the import would demote or deactivate the last active superuser.
     """
     async with sessions.ending() as end:
-        had_superuser = await User.filter(is_superuser=True, is_active=True).exists()
+        had_superuser = await User.filter(**_ADMINISTRATOR).exists()
         await User.bulk_create([User(**values) for values in creates])
         for user_id, changed in updates:
             await User.filter(id=user_id).update(**changed)
             if changed.get("is_active") is False or "password" in changed:
                 await end.user_sessions(user_id, "changed_by_import")
             end.account_changed(user_id)
-        if had_superuser and not await User.filter(is_superuser=True, is_active=True).exists():
+        if had_superuser and not await User.filter(**_ADMINISTRATOR).exists():
             raise LastSuperuser("The import would leave no active superuser; nothing was written.")

@@ -65,4 +65,4 @@ class NotAllowed(AccountError):
 class LastSuperuser(NotAllowed):
     """The change would leave no active superuser to administer the service."""
 
-    message = "This is the last active superuser: promote another one first."
+    message = "This is the last active superuser with staff status: promote another one first."

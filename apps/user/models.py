@@ -49,6 +49,11 @@ def normalize_email(email: str) -> str:
     return email.lower()
 
 
+# The id column is an IntField (int4 on PostgreSQL): a larger number names nobody, and must not reach
+# the SQL (asyncpg refuses it with an error, not an empty answer).
+MAX_USER_ID = 2**31 - 1
+
+
 class User(Model):
     id = fields.IntField(primary_key=True)
     username = fields.CharField(max_length=150)

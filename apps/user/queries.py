@@ -11,9 +11,7 @@ from tortoise.expressions import Q
 from apps.core import database
 from apps.user.authentication import AuthenticatedUser
 from apps.user.exceptions import UserNotFound
-from apps.user.models import Session, User
-
-MAX_ID = 2**31 - 1  # the id column's range; a larger number names no user (and must not reach the SQL)
+from apps.user.models import MAX_USER_ID, Session, User
 
 
 async def session_user(user_id: int, session_id: str) -> AuthenticatedUser | None:
@@ -79,7 +77,7 @@ async def get_user(user_id: int) -> User:
     """Raises:
     UserNotFound: no account has this id.
     """
-    user = await User.get_or_none(id=user_id) if 0 < user_id <= MAX_ID else None
+    user = await User.get_or_none(id=user_id) if 0 < user_id <= MAX_USER_ID else None
     if user is None:
         raise UserNotFound()
     return user

@@ -130,10 +130,17 @@ async def database_identity() -> str | None:
 
 
 def epoch_path(identity: str) -> str:
-    """REVOCATION_EPOCH_FILE, or one file per database (and per system user) in shared memory."""
+    """REVOCATION_EPOCH_FILE, or one file per database (and per system user): in the user's private
+    runtime directory when there is one (systemd's XDG_RUNTIME_DIR, 0700), else in shared memory,
+    where another local user could squat the name and stop the service from starting (never from
+    revoking: a file it does not own is refused)."""
     if settings.REVOCATION_EPOCH_FILE:
         return settings.REVOCATION_EPOCH_FILE
-    directory = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()  # noqa: S108
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    if runtime and os.path.isdir(runtime):
+        directory = runtime
+    else:
+        directory = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()  # noqa: S108
     digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
     return os.path.join(directory, f"authservice-{os.geteuid()}-{digest}.epoch")
 

@@ -154,18 +154,22 @@ class Ending:
 
     async def session(self, session_id: str, reason: str, *, now: datetime | None = None) -> int:
         """End one session; returns 1 if it was live."""
-        self.sessions.add(session_id)
-        return await _revoke(Session.filter(id=session_id), reason, now)
+        ended = await _revoke(Session.filter(id=session_id), reason, now)
+        if ended:  # nothing to tell about a session already over (a replayed token, replayed again)
+            self.sessions.add(session_id)
+        return ended
 
     async def user_sessions(
         self, user_id: int, reason: str, *, except_session_id: str | None = None, now: datetime | None = None
     ) -> int:
         """End every session of a user (but one, if named); returns how many were live."""
-        self.users.add(user_id)
         sessions = Session.filter(user_id=user_id)
         if except_session_id is not None:
             sessions = sessions.exclude(id=except_session_id)
-        return await _revoke(sessions, reason, now)
+        ended = await _revoke(sessions, reason, now)
+        if ended:
+            self.users.add(user_id)
+        return ended
 
     def account_changed(self, user_id: int) -> None:
         """What request.user shows of this account changed (name, email, flags), or the account went
@@ -179,24 +183,24 @@ async def _revoke(sessions, reason: str, now: datetime | None) -> int:
 
 @asynccontextmanager
 async def ending() -> AsyncIterator[Ending]:
-    """A transaction in which sessions may end; every worker hears of it after the commit."""
+    """A transaction in which sessions may end; every worker hears of it after the commit.
+
+    Raises:
+        RuntimeError: revocation is not running (outside lifecycle.running()): before anything is
+            written, since a change nobody hears of would leave ended sessions alive in the caches.
+    """
+    signal = revocation.signal()
     ended = Ending()
     async with in_transaction():
         yield ended
     if ended.sessions or ended.users:
-        await revocation.signal().publish(sessions=ended.sessions, users=ended.users)
+        await signal.publish(sessions=ended.sessions, users=ended.users)
 
 
 async def end(session_id: str, reason: str) -> int:
     """End one session (logout): its refresh token and every access token it issued are refused now."""
     async with ending() as end:
         return await end.session(session_id, reason)
-
-
-async def end_all(user_id: int, reason: str) -> int:
-    """End every session of a user at once (logout everywhere, staff tools); returns how many were live."""
-    async with ending() as end:
-        return await end.user_sessions(user_id, reason)
 
 
 async def clear() -> int:

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 import jwt
 
 import settings
+from apps.user.models import MAX_USER_ID
 
 ACCESS_TOKEN_TYPE = "access"  # noqa: S105 (a claim value, not a secret)
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "jti", "iss", "aud", "sid", "token_type"]
@@ -60,7 +61,6 @@ ACCESS_TOKEN_MEDIA_TYPES = frozenset({"at+jwt", "application/at+jwt"})
 # JavaScript client reads exactly; anything else (strings, booleans, floats, NaN, 10**400) is refused.
 TIME_CLAIMS = ("exp", "iat", "nbf")
 MAX_NUMERIC_DATE = 2**53
-MAX_USER_ID = 2**63  # a signed 64-bit column's bound
 MALFORMED = "The access token is malformed or not issued by this service."
 
 
@@ -116,7 +116,7 @@ def decode_access_token(token: str) -> AccessClaims:
         if not (isinstance(sub, str) and sub.isascii() and sub.isdigit() and isinstance(jti, str)):
             raise ValueError(sub)
         user_id = int(sub)
-        if user_id >= MAX_USER_ID:  # what no id column holds must not reach the SQL (a 500 on PostgreSQL)
+        if user_id > MAX_USER_ID:  # what the id column cannot hold must not reach the SQL
             raise ValueError(sub)
         session_id = str(uuid.UUID(sid))
     except (TypeError, ValueError, AttributeError) as e:

@@ -107,6 +107,19 @@ async def test_unknown_host_is_refused_as_problem(client):
     assert_problem(r, 400, "invalid_host")
 
 
+@pytest.mark.parametrize(
+    "host", ["evil.example.com\\@localhost", "x@localhost", "localhost#@evil.example.com", "localhost:abc"]
+)
+async def test_a_host_header_only_a_loose_parser_would_read_as_allowed_is_refused(client, host):
+    """urlsplit takes all of these for "localhost"; a browser reads the first as evil.example.com."""
+    assert_problem(await client.get("/health", headers={"Host": host}), 400, "invalid_host")
+
+
+@pytest.mark.parametrize("host", ["localhost", "LOCALHOST:8000", "127.0.0.1:8000", "localhost."])
+async def test_allowed_hosts_in_their_usual_spellings_pass(client, host):
+    assert (await client.get("/health", headers={"Host": host})).status_code == 200
+
+
 async def test_cors_allows_only_listed_origins(client):
     preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}
     ok = await client.options("/user/login", headers={"Origin": "http://localhost:5173", **preflight})

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from apps.user import accounts
-from apps.user.exceptions import LastSuperuser
+from apps.user.exceptions import LastSuperuser, WrongPassword
 from apps.user.models import User
 from tests.helpers import PASSWORD, assert_problem, bearer, logged_in_account, register
 
@@ -60,7 +60,7 @@ async def test_a_superuser_grants_and_removes_staff(client, only_superuser):
     assert r.status_code == 200 and r.json()["is_staff"] is False
 
 
-@pytest.mark.parametrize("change", [{"is_superuser": False}, {"is_active": False}])
+@pytest.mark.parametrize("change", [{"is_superuser": False}, {"is_active": False}, {"is_staff": False}])
 async def test_the_last_active_superuser_cannot_demote_or_deactivate_itself(client, only_superuser, change):
     assert_problem(await patch(client, only_superuser, only_superuser["id"], change), 409, "last_superuser")
     me = await User.get(id=only_superuser["id"])
@@ -110,3 +110,41 @@ async def test_the_rule_holds_for_an_operator_too(client, only_superuser):
     with pytest.raises(LastSuperuser):
         await accounts.import_accounts([], [(me.id, {"is_superuser": False})])
     assert (await User.get(id=me.id)).is_superuser
+
+
+async def test_a_superuser_without_staff_status_does_not_count_as_another_one(client, only_superuser):
+    """Without is_staff the staff API is closed to it: it cannot stand in for the last one."""
+    await logged_in_account(client, is_staff=False, is_superuser=True)
+    assert_problem(
+        await patch(client, only_superuser, only_superuser["id"], {"is_superuser": False}),
+        409,
+        "last_superuser",
+    )
+
+
+async def test_a_staff_member_touching_a_superuser_is_refused_even_when_nothing_would_change(
+    client, staff, superuser
+):
+    r = await patch(client, staff, superuser["id"], {"is_active": True})
+    assert_problem(r, 403, "permission_denied")
+
+
+async def test_a_demoted_staff_member_cannot_act_on_a_token_issued_before(client, superuser):
+    """The rules are checked on the rows inside the transaction, not on request.user as cached."""
+    colleague = await logged_in_account(client, is_staff=True)
+    target = await register(client)
+    assert (await client.get("/admin/users", headers=bearer(colleague["access_token"]))).status_code == 200
+    # demoted behind the caches' back (as by a change committing while the request runs)
+    await User.filter(id=colleague["id"]).update(is_staff=False)
+    r = await patch(client, colleague, target["user"]["id"], {"is_active": False})
+    assert_problem(r, 403, "permission_denied")
+    assert (await User.get(id=target["user"]["id"])).is_active
+
+
+async def test_deleting_ones_account_after_a_password_change_committed_is_refused(client):
+    reg = await register(client)
+    user = await User.get(id=reg["user"]["id"])
+    await User.filter(id=user.id).update(password="!changed-meanwhile")
+    with pytest.raises(WrongPassword):
+        await accounts.delete_user(user, user, expected_password=user.password)
+    assert await User.exists(id=user.id)

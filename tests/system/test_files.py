@@ -1,7 +1,6 @@
 """Files the service creates: the SQLite database readable by its owner only, and one revocation
 counter per database, whatever the spelling of DATABASE_URL."""
 
-import glob
 import os
 import stat
 
@@ -28,14 +27,12 @@ def test_a_new_sqlite_database_is_created_0600(tmp_path):
 
 
 @pytest.fixture
-def no_counter_setting(monkeypatch):
-    """Servers that find their counter by the database's identity (no REVOCATION_EPOCH_FILE); the files
-    they make in shared memory are removed afterwards."""
-    pattern = f"/dev/shm/authservice-{os.geteuid()}-*.epoch"  # noqa: S108 (where the service puts it)
-    before = set(glob.glob(pattern))
-    yield {"REVOCATION_EPOCH_FILE": ""}
-    for path in set(glob.glob(pattern)) - before:
-        os.unlink(path)
+def no_counter_setting(tmp_path):
+    """Servers that find their counter by the database's identity (no REVOCATION_EPOCH_FILE), in a
+    private runtime directory of the test's own."""
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    return {"REVOCATION_EPOCH_FILE": "", "XDG_RUNTIME_DIR": str(runtime)}
 
 
 def other_spelling(database_url: str, tmp_path) -> str:
@@ -65,3 +62,4 @@ def test_two_spellings_of_one_database_share_one_revocation_counter(
         assert httpx.get(b + "/user/verify", headers=auth).status_code == 204  # cached by b
         assert httpx.post(a + "/user/logout", headers=auth).status_code == 204
         assert httpx.get(b + "/user/verify", headers=auth).status_code == 401
+    assert len(list((tmp_path / "run").glob("authservice-*.epoch"))) == 1  # one counter for both
