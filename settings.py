@@ -61,8 +61,8 @@ LOG_LEVEL = _str("LOG_LEVEL", "INFO").upper()
 # One line per request from the app itself (with the request id); run uvicorn with --no-access-log.
 ACCESS_LOG = _bool("ACCESS_LOG", True)
 
-# The apps of this project, Django's INSTALLED_APPS: importing one registers what it starts and stops
-# (apps/core/lifecycle.py).
+# The apps of this project, Django's INSTALLED_APPS: an app's apps.py registers what it starts and
+# stops (apps/core/lifecycle.py).
 INSTALLED_APPS = ["apps.user", "apps.admin"]
 
 # --- secrets -------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """What starts and stops with the process: one registry, iterated by the app's lifespan and manage.py.
 
 A module that owns a resource (the hashing pool, the SQLite reader, the revocation signal, later the
-mail sender) registers its `start` and `stop` once, at import. `running()` starts them in order of
+mail sender) registers its `start` and `stop` once, at import; an app's `apps.py` imports them, as
+Django's AppConfig.ready() would. `running()` starts them in order of
 registration and stops them in reverse, after the database is connected and before it is closed, so
 a web worker and a manage.py command get the same process, not two slightly different ones.
 """
@@ -9,6 +10,7 @@ a web worker and a manage.py command get the same process, not two slightly diff
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -46,11 +48,17 @@ async def _call(hook: Hook) -> None:
         await result
 
 
+def register_components_of(app: str) -> None:
+    """Import `<app>.apps` if the app has one: importing it registers the app's components."""
+    if importlib.util.find_spec(f"{app}.apps") is not None:
+        importlib.import_module(f"{app}.apps")
+
+
 @asynccontextmanager
 async def running() -> AsyncIterator[None]:
     """Start every registered component of every installed app; stop them all on the way out."""
     for app in settings.INSTALLED_APPS:
-        importlib.import_module(app)  # an app registers its components when it is imported
+        register_components_of(app)
     started: list[Component] = []
     try:
         for component in components():

@@ -356,6 +356,9 @@ class HashingPool:
             self.stats.refused["account"] += 1
             turns.forget_if_idle()
             raise HashingOverloaded()
+        if not ahead:  # the account's turn is now: no wait, whatever max_wait
+            await turns.lock.acquire()
+            return turns
         turns.waiting += 1
         try:
             await asyncio.wait_for(turns.lock.acquire(), timeout=self.max_wait)

@@ -137,8 +137,9 @@ async def test_a_registration_refused_for_load_leaves_nothing_behind(client, mon
 
     monkeypatch.setattr(settings, "PASSWORD_HASHER_MAX_WAIT", 0)  # any queue at all is too long
     # every hashing thread busy, so the registration is certain to be refused
+    # (a kind of work the pool has never measured: it assumes the worst, so it knows they are busy)
     blockers = [
-        asyncio.ensure_future(passwords._pool().run(time.sleep, 0.5))
+        asyncio.ensure_future(passwords._pool().run(time.sleep, 0.5, work=(f"blocker {unique()}",)))
         for _ in range(passwords._pool().threads)
     ]
     await asyncio.sleep(0.05)
