@@ -106,7 +106,7 @@ async def test_coarse_clock_check_unusable_and_seed_hashes_are_not_faster_than_u
 
 async def test_hammering_one_account_with_a_slow_hash_does_not_hold_up_other_logins(client):
     """Django's PBKDF2 at 1,000,000 rounds costs ~10 argon2id verifications. Before, eight concurrent
-        attempts on one such account queued eight of them ahead of everybody else's login; now they wait
+    attempts on one such account queued eight of them ahead of everybody else's login; now they wait
     for each other, outside the pool's queue."""
     slow = await user_with_hash(
         await asyncio.to_thread(django_pbkdf2_sha256.using(rounds=1_000_000).hash, PASSWORD)

@@ -1,6 +1,7 @@
 """HashingPool admission (issue item 4): the wait it promises, jobs weighed by their kind's measured
-cost, and one job per account in flight. No database and no hashing: sleep-based jobs of known cost
-(sleeping threads leave the two cores to everyone else)."""
+cost, and one job per account in the pool. No database and no hashing, but real threads and real
+time: sleep-based jobs of known cost (sleeping threads leave the two cores to everyone else). A
+system test for that reason, not a unit test (those take a fake clock)."""
 
 from __future__ import annotations
 
