@@ -66,3 +66,9 @@ class LastSuperuser(NotAllowed):
     """The change would leave no active superuser to administer the service."""
 
     message = "This is the last active superuser with staff status: promote another one first."
+
+
+class HashingOverloaded(AccountError):
+    """The password hashing pool would not get to this check within PASSWORD_HASHER_MAX_WAIT."""
+
+    message = "Too many password checks are queued. Retry shortly."

@@ -57,7 +57,7 @@ from passlib.exc import UnknownHashError
 
 import settings
 from apps.core import lifecycle
-from apps.core.errors import Problem
+from apps.user.exceptions import HashingOverloaded
 
 
 @cache
@@ -83,12 +83,6 @@ def _context() -> CryptContext:
 
 # Django's marker for an unusable password (set_unusable_password); such a hash never verifies.
 UNUSABLE_PREFIX = "!"
-
-
-class HashingOverloaded(Problem):
-    status, code, title = 503, "overloaded", "Too busy"
-    detail = "Too many password checks are queued. Retry shortly."
-    headers = {"Retry-After": "1"}
 
 
 def _normalise(password: str) -> str:
@@ -319,7 +313,7 @@ class HashingPool:
         """Run `fn(*args)` on a hashing thread; `work` names the kinds of primitive it will run.
 
         Raises:
-            HashingOverloaded: 503, the job would not start within max_wait, or its account's turn
+            HashingOverloaded: the job would not start within max_wait, or its account's turn
                 would not come within max_wait.
         """
         turns = await self._account_turn(account, work) if account is not None else None
@@ -498,7 +492,7 @@ async def hash_password(password: str) -> str:
     """A hash of the NFKC-normalised password at the current policy.
 
     Raises:
-        HashingOverloaded: 503, the hashing queue is too long to wait in.
+        HashingOverloaded: the hashing queue is too long to wait in.
     """
     return await _pool().run(_hash, password, work=(current_kind(),))
 
@@ -513,7 +507,7 @@ async def verify_password(
     inactive account, whose failed login must not cost more when the password is right).
 
     Raises:
-        HashingOverloaded: 503, the hashing queue is too long, or this account is being checked.
+        HashingOverloaded: the hashing queue is too long, or this account is being checked.
     """
     fn = _verify_and_update if upgrade else _verify
     return await _pool().run(fn, password, stored, work=_work(password, stored, upgrade), account=account)
@@ -523,7 +517,7 @@ async def burn_password_check(password: str, *, account: Hashable | None = None)
     """Cost an unknown account exactly what a wrong password costs (Django ticket 20760).
 
     Raises:
-        HashingOverloaded: 503, as `verify_password` would for a known account.
+        HashingOverloaded: as `verify_password` would for a known account.
     """
     await _pool().run(_burn, password, work=_work(password, None, False), account=account)
 
