@@ -23,6 +23,7 @@ from apps.core.logs import configure_logging
 from apps.core.openapi import docs_routes, operation
 from apps.user.problems import EXCEPTION_HANDLERS as ACCOUNT_EXCEPTION_HANDLERS
 from apps.user.urls import routes as user_routes
+from apps.user.urls import well_known_routes
 from middleware import (
     AllowedHostsMiddleware,
     JWTAuthenticationBackend,
@@ -82,6 +83,7 @@ def create_app(tortoise_config: dict | None = None) -> Starlette:
         *include("/user", user_routes),
         Route("/health", health, methods=["GET"]),
         *include("/admin", admin_routes),
+        *include("/.well-known", well_known_routes),
     ]
     if settings.API_DOCS:
         routes += docs_routes(routes, title="authservice", version=API_VERSION)

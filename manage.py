@@ -9,6 +9,7 @@ createsuperuser         create a staff superuser (interactive, or --noinput with
 changepassword <user>   set a user's password; ends their sessions
 shell                   asyncio REPL with the database connected and the models imported
 clearsessions           delete ended and expired sessions
+clearevents             delete history events older than EVENT_RETENTION_DAYS
 check [--deploy]        inspect the settings for problems
 import_django_users     import a Django project's users, passwords included
 """

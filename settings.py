@@ -118,6 +118,17 @@ SESSION_CACHE_TTL = _int("SESSION_CACHE_TTL", 60, minimum=0)  # seconds; bounds 
 # The shared counter telling workers on this host that sessions ended (default: /dev/shm, one per database).
 REVOCATION_EPOCH_FILE = _str("REVOCATION_EPOCH_FILE")
 
+# The SPA's base URL: links in mails and the /.well-known/change-password redirect point there.
+FRONTEND_URL = _str("FRONTEND_URL", "http://localhost:5173").rstrip("/")
+_frontend = urlsplit(FRONTEND_URL)
+if _frontend.scheme not in {"http", "https"} or not _frontend.netloc:
+    raise ImproperlyConfigured(
+        f"FRONTEND_URL must be an http(s) URL like https://app.example.com, not {FRONTEND_URL!r}"
+    )
+
+# Days an account's history (GET /user/events) is kept; `manage.py clearevents` removes older events.
+EVENT_RETENTION_DAYS = _int("EVENT_RETENTION_DAYS", 365, minimum=1)
+
 # /openapi.json and /docs: on in DEBUG, off otherwise unless enabled here.
 API_DOCS = _bool("API_DOCS", DEBUG)
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 from apps.core.schemas import Query
-from apps.user.schemas import PatchBody, UserOut
+from apps.user.events import TYPES
+from apps.user.schemas import EventOut, PageQuery, PatchBody, UserOut
 
 MAX_PAGE_SIZE = 200
 # There are never more users than ids (a 32-bit column), so no later page can hold anyone; the bound
@@ -42,3 +45,19 @@ class AdminUserUpdateIn(PatchBody):
 
 class SessionsEndedOut(BaseModel):
     ended: int = Field(description="How many live sessions were ended")
+
+
+class EventListQuery(PageQuery):
+    user_id: int | None = Field(None, ge=1, le=2**31 - 1, description="Only this user's events")
+    type: Literal[TYPES] | None = Field(None, description="Only events of this type")  # type: ignore[valid-type]
+
+
+class AdminEventOut(EventOut):
+    user_id: int
+
+
+class AdminEventPage(BaseModel):
+    count: int
+    page: int
+    page_size: int
+    results: list[AdminEventOut]

@@ -8,13 +8,24 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from apps.admin.schemas import AdminUserOut, AdminUserUpdateIn, SessionsEndedOut, UserListQuery, UserPage
+from apps.admin.schemas import (
+    AdminEventOut,
+    AdminEventPage,
+    AdminUserOut,
+    AdminUserUpdateIn,
+    EventListQuery,
+    SessionsEndedOut,
+    UserListQuery,
+    UserPage,
+)
 from apps.core.openapi import operation
 from apps.core.permissions import requires_scope
 from apps.core.requests import read_json, read_query
 from apps.core.responses import json_response
 from apps.user import accounts, queries
+from apps.user.clients import client_of
 from apps.user.models import User
+from apps.user.schemas import SessionList, SessionOut
 
 TAGS = ("admin",)
 
@@ -54,7 +65,7 @@ async def user_detail(request: Request) -> Response:
     "Activate, deactivate, promote or demote a user",
     body=AdminUserUpdateIn,
     response=AdminUserOut,
-    errors=(404,),
+    errors=(404, 409),
     tags=TAGS,
 )
 @requires_scope("staff")
@@ -64,6 +75,7 @@ async def user_update(request: Request) -> Response:
     user = await accounts.set_flags(
         request.user,
         await _user(request),
+        client=client_of(request),
         is_active=data.is_active,
         is_staff=data.is_staff,
         is_superuser=data.is_superuser,
@@ -71,7 +83,7 @@ async def user_update(request: Request) -> Response:
     return json_response(AdminUserOut.model_validate(user))
 
 
-@operation("Delete a user", status=204, errors=(404,), tags=TAGS)
+@operation("Delete a user", status=204, errors=(404, 409), tags=TAGS)
 @requires_scope("staff")
 async def user_delete(request: Request) -> Response:
     await accounts.delete_user(request.user, await _user(request))
@@ -82,5 +94,33 @@ async def user_delete(request: Request) -> Response:
 @requires_scope("staff")
 async def user_sessions_end(request: Request) -> Response:
     """Their refresh and access tokens are refused from now on, by every worker."""
-    ended = await accounts.end_sessions(request.user, await _user(request), "ended_by_staff")
+    ended = await accounts.end_sessions(request.user, await _user(request), client_of(request))
     return json_response(SessionsEndedOut(ended=ended))
+
+
+@operation("A user's live sessions, newest first", response=SessionList, errors=(404,), tags=TAGS)
+@requires_scope("staff")
+async def user_sessions(request: Request) -> Response:
+    user = await _user(request)
+    rows = await queries.live_sessions(user.id)
+    return json_response(SessionList([SessionOut.of(row, current=None) for row in rows]))
+
+
+@operation(
+    "Every account's history, newest first",
+    query=EventListQuery,
+    response=AdminEventPage,
+    errors=(422,),
+    tags=TAGS,
+)
+@requires_scope("staff")
+async def event_log(request: Request) -> Response:
+    """Filter by `user_id` and `type`; the history of a deleted account stays until EVENT_RETENTION_DAYS."""
+    query = read_query(request, EventListQuery)
+    count, rows = await queries.events(
+        user_id=query.user_id, type=query.type, page=query.page, page_size=query.page_size
+    )
+    results = [AdminEventOut.model_validate(row) for row in rows]
+    return json_response(
+        AdminEventPage(count=count, page=query.page, page_size=query.page_size, results=results)
+    )

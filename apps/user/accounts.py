@@ -13,7 +13,8 @@ from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
-from apps.user import passwords, sessions, usernames
+from apps.user import events, passwords, sessions, usernames
+from apps.user.clients import Client
 from apps.user.exceptions import (
     InvalidCredentials,
     LastSuperuser,
@@ -23,7 +24,7 @@ from apps.user.exceptions import (
     WrongPassword,
 )
 from apps.user.models import User, normalize_email, username_key
-from apps.user.sessions import Client, IssuedTokens
+from apps.user.sessions import IssuedTokens
 
 
 async def _taken(username: str | None, email: str | None) -> Taken:
@@ -56,7 +57,10 @@ async def register(username: str, email: str, password: str, client: Client) -> 
                 email=normalize_email(email),
                 password=password_hash,
             )
-            return await sessions.start(user, client, checked_password=password_hash, now=user.date_joined)
+            await events.record(events.REGISTERED, user.id, client, at=user.date_joined)
+            return await sessions.start(
+                user, client, checked_password=password_hash, now=user.date_joined, event=None
+            )
     except IntegrityError:
         await usernames.refuse_confusable(username, email)  # a look-alike won the race
         raise await _taken(username, email) from None
@@ -91,12 +95,14 @@ async def create_user(
         raise await _taken(username, email) from None
 
 
-async def authenticate(password: str, *, email: str | None = None, username: str | None = None) -> User:
+async def authenticate(
+    password: str, client: Client | None = None, *, email: str | None = None, username: str | None = None
+) -> User:
     """The active user with these credentials; the hash is upgraded if the policy moved on.
 
     Unknown account, wrong password and inactive account fail alike, in the same time. The returned
     user's `password` is the hash that was checked: sessions.start() opens a session only if it is
-    still the stored one.
+    still the stored one. A failure for an existing account goes into its history (login_failed).
 
     Raises:
         InvalidCredentials: whatever the reason.
@@ -118,6 +124,7 @@ async def authenticate(password: str, *, email: str | None = None, username: str
         password, user.password, account=(lookup, key), upgrade=user.is_active
     )
     if not matches or not user.is_active:
+        await events.record(events.LOGIN_FAILED, user.id, client)
         raise InvalidCredentials()
     if upgraded_hash:
         # Only the password column, and only if nobody changed it meanwhile.
@@ -134,7 +141,7 @@ async def login(
     Raises:
         InvalidCredentials: wrong credentials, or the account changed since they were checked.
     """
-    user = await authenticate(password, email=email, username=username)
+    user = await authenticate(password, client, email=email, username=username)
     return await sessions.start(user, client, checked_password=user.password)
 
 
@@ -175,7 +182,12 @@ async def _confirm_password(user: User, password: str, field: str) -> None:
 
 
 async def _set_password_hash(
-    user: User, new_hash: str, *, expected_hash: str | None, keep_session_id: str | None
+    user: User,
+    new_hash: str,
+    client: Client | None,
+    *,
+    expected_hash: str | None,
+    keep_session_id: str | None,
 ) -> int:
     """Store a new hash and end the user's sessions (all but `keep_session_id`) in one transaction.
 
@@ -190,13 +202,14 @@ async def _set_password_hash(
         )
         if not await rows.update(password=new_hash):
             raise WrongPassword("current_password")
-        ended = await end.user_sessions(user.id, "password_changed", except_session_id=keep_session_id)
+        ended = await end.user_sessions(user.id, events.PASSWORD_CHANGED, except_session_id=keep_session_id)
+        await events.record(events.PASSWORD_CHANGED, user.id, client)
     user.password = new_hash
     return ended
 
 
 async def change_password(
-    user: User, current_password: str, new_password: str, *, keep_session_id: str
+    user: User, current_password: str, new_password: str, client: Client, *, keep_session_id: str
 ) -> None:
     """Set a new password and end every other session of the user.
 
@@ -205,13 +218,15 @@ async def change_password(
     """
     await _confirm_password(user, current_password, "current_password")
     new_hash = await passwords.hash_password(new_password)
-    await _set_password_hash(user, new_hash, expected_hash=user.password, keep_session_id=keep_session_id)
+    await _set_password_hash(
+        user, new_hash, client, expected_hash=user.password, keep_session_id=keep_session_id
+    )
 
 
 async def set_password(user: User, new_password: str) -> int:
     """Set a password without the old one (manage.py changepassword); every session ends at once."""
     new_hash = await passwords.hash_password(new_password)
-    return await _set_password_hash(user, new_hash, expected_hash=None, keep_session_id=None)
+    return await _set_password_hash(user, new_hash, None, expected_hash=None, keep_session_id=None)
 
 
 async def delete_account(user: User, password: str) -> None:
@@ -287,6 +302,7 @@ async def set_flags(
     actor,
     user: User,
     *,
+    client: Client | None = None,
     is_active: bool | None = None,
     is_staff: bool | None = None,
     is_superuser: bool | None = None,
@@ -318,6 +334,7 @@ async def set_flags(
         await User.filter(id=target.id).update(**changes)
         if changes.get("is_active") is False:
             await end.user_sessions(target.id, "deactivated")
+            await events.record(events.ACCOUNT_DEACTIVATED, target.id, client)
         end.account_changed(target.id)
     for name, value in changes.items():
         setattr(target, name, value)
@@ -349,7 +366,7 @@ async def delete_user(actor, user: User, *, expected_password: str | None = None
         end.account_changed(target.id)
 
 
-async def end_sessions(actor, user: User, reason: str) -> int:
+async def end_sessions(actor, user: User, client: Client | None = None) -> int:
     """End every session of a user (staff tools); returns how many were live.
 
     Raises:
@@ -362,7 +379,9 @@ async def end_sessions(actor, user: User, reason: str) -> int:
             raise UserNotFound()
         if actor is not None and actor.id != target.id:
             _check_actor(actor, rows, target, {})
-        return await end.user_sessions(target.id, reason)
+        ended = await end.user_sessions(target.id, events.SESSION_REVOKED)
+        await events.record(events.SESSION_REVOKED, target.id, client)
+        return ended
 
 
 async def import_accounts(creates: list[dict], updates: list[tuple[int, dict]]) -> None:

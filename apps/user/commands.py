@@ -118,6 +118,16 @@ async def clearsessions(args: argparse.Namespace) -> None:
     print(f"Deleted {deleted} ended or expired session(s).")
 
 
+async def clearevents(args: argparse.Namespace) -> None:
+    """Delete history events older than EVENT_RETENTION_DAYS."""
+    import settings
+    from apps.user import events
+
+    async with database():
+        deleted = await events.prune()
+    print(f"Deleted {deleted} event(s) older than {settings.EVENT_RETENTION_DAYS} days.")
+
+
 async def import_django_users(args: argparse.Namespace) -> None:
     """Import a Django project's auth_user, passwords included; re-running updates, never duplicates.
 
@@ -175,6 +185,9 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     p = commands.add_parser("clearsessions", help="delete ended and expired sessions")
     p.set_defaults(run=clearsessions, needs_settings=True)
+
+    p = commands.add_parser("clearevents", help="delete history events older than EVENT_RETENTION_DAYS")
+    p.set_defaults(run=clearevents, needs_settings=True)
 
     p = commands.add_parser(
         "import_django_users", help="import users (and their passwords) from a Django project"

@@ -56,6 +56,12 @@ class UserNotFound(AccountError):
     message = "No user with this id."
 
 
+class SessionNotFound(AccountError):
+    """The account has no live session with this id (another user's counts as none)."""
+
+    message = "This account has no live session with this id."
+
+
 class NotAllowed(AccountError):
     """The acting user may not make this change (the staff rules in accounts.py)."""
 

@@ -112,3 +112,20 @@ class RefreshToken(Model):
 
     class Meta:
         table = "user_refresh_token"
+
+
+class Event(Model):
+    """One thing that happened to an account (the contract's event types), written in the same
+    transaction as the change it records. Never a password, a token or a code: only what happened,
+    when, and from which client. `user_id` is a plain column, not a foreign key, so the history of a
+    deleted account stays for the staff (`EVENT_RETENTION_DAYS` prunes it)."""
+
+    id = fields.BigIntField(primary_key=True)
+    user_id = fields.IntField(db_index=True)
+    type = fields.CharField(max_length=40)
+    at = fields.DatetimeField(db_index=True)
+    ip_address = fields.CharField(max_length=45, null=True)
+    user_agent = fields.CharField(max_length=512, default="")
+
+    class Meta:
+        table = "user_event"

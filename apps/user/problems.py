@@ -17,6 +17,7 @@ PROBLEMS: dict[type[exceptions.AccountError], tuple[int, str, str, dict[str, str
     exceptions.WrongPassword: (422, "validation_error", "Invalid input", None),
     exceptions.Taken: (409, "conflict", "Conflict", None),
     exceptions.UserNotFound: (404, "not_found", "Not found", None),
+    exceptions.SessionNotFound: (404, "not_found", "Not found", None),
     exceptions.NotAllowed: (403, "permission_denied", "Permission denied", None),
     exceptions.LastSuperuser: (409, "last_superuser", "Last superuser", None),
     exceptions.HashingOverloaded: (503, "overloaded", "Too busy", {"Retry-After": "1"}),

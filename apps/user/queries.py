@@ -11,7 +11,7 @@ from tortoise.expressions import Q
 from apps.core import database
 from apps.user.authentication import AuthenticatedUser
 from apps.user.exceptions import UserNotFound
-from apps.user.models import MAX_USER_ID, Session, User
+from apps.user.models import MAX_USER_ID, Event, Session, User
 
 
 async def session_user(user_id: int, session_id: str) -> AuthenticatedUser | None:
@@ -96,3 +96,25 @@ async def list_users(
         users = users.filter(is_staff=is_staff)
     count = await users.count()
     return count, await users.order_by("id").offset((page - 1) * page_size).limit(page_size)
+
+
+async def live_sessions(user_id: int) -> list[Session]:
+    """The user's sessions that are neither ended nor expired, newest first."""
+    return (
+        await Session.filter(user_id=user_id, revoked_at=None, expires_at__gt=datetime.now(UTC))
+        .order_by("-created_at", "-id")
+        .all()
+    )
+
+
+async def events(
+    *, user_id: int | None = None, type: str | None = None, page: int, page_size: int
+) -> tuple[int, list[Event]]:
+    """One page of history, newest first, and how many events match in all."""
+    found = Event.all()
+    if user_id is not None:
+        found = found.filter(user_id=user_id)
+    if type is not None:
+        found = found.filter(type=type)
+    count = await found.count()
+    return count, await found.order_by("-at", "-id").offset((page - 1) * page_size).limit(page_size)

@@ -12,13 +12,15 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     EmailStr,
+    Field,
+    RootModel,
     WithJsonSchema,
     field_validator,
     model_validator,
 )
 
 import settings
-from apps.core.schemas import refuse_nul
+from apps.core.schemas import Query, refuse_nul
 from apps.user.models import normalize_email, normalize_username
 
 # Django's UnicodeUsernameValidator: letters, digits and @ . + - _
@@ -153,3 +155,61 @@ class TokenPairOut(BaseModel):
     token_type: str = "Bearer"  # noqa: S105 (RFC 6750 scheme name)
     expires_in: int
     user: UserOut
+
+
+class SessionOut(BaseModel):
+    """One live session: a login, the device and address it came from."""
+
+    id: str
+    created_at: datetime
+    last_used_at: datetime
+    expires_at: datetime
+    user_agent: str
+    ip_address: str | None
+    current: bool = Field(description="The session this access token belongs to")
+
+    @classmethod
+    def of(cls, session, *, current: str | None) -> SessionOut:
+        return cls(
+            id=str(session.id),
+            created_at=session.created_at,
+            last_used_at=session.last_used_at,
+            expires_at=session.expires_at,
+            user_agent=session.user_agent,
+            ip_address=session.ip_address,
+            current=str(session.id) == current,
+        )
+
+
+class SessionList(RootModel[list[SessionOut]]):
+    pass
+
+
+MAX_PAGE_SIZE = 200
+
+
+class PageQuery(Query):
+    page: int = Field(1, ge=1, le=2**31 - 1, description="1-based page number")
+    page_size: int = Field(50, ge=1, le=MAX_PAGE_SIZE, description=f"Items per page, at most {MAX_PAGE_SIZE}")
+
+
+class EventQuery(PageQuery):
+    pass
+
+
+class EventOut(BaseModel):
+    """Something that happened to the account: never a password, a token or a code."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    type: str
+    at: datetime
+    ip_address: str | None
+    user_agent: str
+
+
+class EventPage(BaseModel):
+    count: int
+    page: int
+    page_size: int
+    results: list[EventOut]

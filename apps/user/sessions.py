@@ -21,17 +21,10 @@ from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 import settings
-from apps.user import revocation, tokens
+from apps.user import events, revocation, tokens
+from apps.user.clients import Client
 from apps.user.exceptions import InvalidCredentials, InvalidRefreshToken
 from apps.user.models import RefreshToken, Session, User
-
-
-@dataclass(frozen=True, slots=True)
-class Client:
-    """Who is logging in from where; recorded on the session for the user's device list."""
-
-    user_agent: str = ""
-    ip_address: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,15 +38,6 @@ class IssuedTokens:
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-# A header is any bytes a client sent; PostgreSQL refuses NUL in text, and a device list shows no
-# control characters: drop them rather than refuse the login.
-_CONTROL_CHARACTERS = dict.fromkeys([*range(0x20), 0x7F])
-
-
-def _storable(user_agent: str) -> str:
-    return user_agent.translate(_CONTROL_CHARACTERS)[:512]
 
 
 def _expiry(created_at: datetime, now: datetime) -> datetime:
@@ -75,7 +59,12 @@ def _issue(user: User, session_id: str, refresh: str, now: datetime) -> IssuedTo
 
 
 async def start(
-    user: User, client: Client, *, checked_password: str, now: datetime | None = None
+    user: User,
+    client: Client,
+    *,
+    checked_password: str,
+    now: datetime | None = None,
+    event: str | None = events.LOGIN,
 ) -> IssuedTokens:
     """Open a session for `user`, provided the account is still as it was when its password was checked.
 
@@ -83,6 +72,8 @@ async def start(
     on that condition: a password change, deactivation or deletion that committed after the password
     check makes it match nothing, and one that comes later waits for this commit and then ends the
     new session with the others. So no session outlives a change that raced its login.
+
+    `event` is recorded in the same transaction (None: the caller records its own, as registration does).
 
     Raises:
         InvalidCredentials: the password, the active flag or the account itself changed meanwhile.
@@ -100,11 +91,13 @@ async def start(
             created_at=now,
             last_used_at=now,
             expires_at=_expiry(now, now),
-            user_agent=_storable(client.user_agent),
+            user_agent=client.user_agent,
             ip_address=client.ip_address,
         )
         refresh = tokens.new_refresh_token()
         await RefreshToken.create(session=session, digest=tokens.refresh_token_digest(refresh))
+        if event is not None:
+            await events.record(event, user.id, client, at=now)
     user.last_login = now
     return _issue(user, str(session.id), refresh, now)
 
@@ -126,7 +119,8 @@ async def rotate(refresh_token: str, client: Client, *, now: datetime | None = N
         claimed = await RefreshToken.filter(digest=digest, used_at=None).update(used_at=now)
         row = await RefreshToken.get_or_none(digest=digest).select_related("session__user")
         if row is not None and not claimed:
-            await end.session(str(row.session.id), "refresh_token_reused", now=now)
+            if await end.session(str(row.session.id), "refresh_token_reused", now=now):
+                await events.record(events.REFRESH_REUSE_DETECTED, row.session.user_id, client, at=now)
         elif row is not None:
             session, user = row.session, row.session.user
             # idle expiry and the absolute lifetime (in case SESSION_MAX_LIFETIME was lowered since)
@@ -152,9 +146,14 @@ class Ending:
     sessions: set[str] = field(default_factory=set)
     users: set[int] = field(default_factory=set)
 
-    async def session(self, session_id: str, reason: str, *, now: datetime | None = None) -> int:
-        """End one session; returns 1 if it was live."""
-        ended = await _revoke(Session.filter(id=session_id), reason, now)
+    async def session(
+        self, session_id: str, reason: str, *, user_id: int | None = None, now: datetime | None = None
+    ) -> int:
+        """End one session (of `user_id`, if given); returns 1 if it was live."""
+        sessions = Session.filter(id=session_id)
+        if user_id is not None:
+            sessions = sessions.filter(user_id=user_id)
+        ended = await _revoke(sessions, reason, now)
         if ended:  # nothing to tell about a session already over (a replayed token, replayed again)
             self.sessions.add(session_id)
         return ended
@@ -197,10 +196,22 @@ async def ending() -> AsyncIterator[Ending]:
         await signal.publish(sessions=ended.sessions, users=ended.users)
 
 
-async def end(session_id: str, reason: str) -> int:
-    """End one session (logout): its refresh token and every access token it issued are refused now."""
+async def end(user_id: int, session_id: str, client: Client, *, event: str = events.LOGOUT) -> int:
+    """End one of the user's sessions (logout, or one ended from the device list): its refresh token
+    and every access token it issued are refused now. Returns 0 if the user has no such live session."""
     async with ending() as end:
-        return await end.session(session_id, reason)
+        ended = await end.session(session_id, event, user_id=user_id)
+        if ended:
+            await events.record(event, user_id, client)
+    return ended
+
+
+async def end_all(user_id: int, client: Client | None, *, event: str = events.LOGOUT) -> int:
+    """End every session of the user at once (logout everywhere, staff tools); returns how many."""
+    async with ending() as end:
+        ended = await end.user_sessions(user_id, event)
+        await events.record(event, user_id, client)
+    return ended
 
 
 async def clear() -> int:

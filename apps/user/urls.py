@@ -13,4 +13,13 @@ routes = [
     Route("/me", views.update_me, methods=["PATCH"]),
     Route("/me", views.delete_me, methods=["DELETE"]),
     Route("/me/password", views.change_password, methods=["POST"]),
+    Route("/sessions", views.session_list, methods=["GET"]),
+    Route("/sessions/{session_id:uuid}", views.session_delete, methods=["DELETE"]),
+    Route("/logout-all", views.logout_all, methods=["POST"]),
+    Route("/events", views.event_list, methods=["GET"]),
+]
+
+# Under /.well-known (RFC 8615), at the site's root.
+well_known_routes = [
+    Route("/change-password", views.change_password_page, methods=["GET"]),
 ]

@@ -3,35 +3,34 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
+import settings
 from apps.core.openapi import operation
 from apps.core.permissions import login_required
-from apps.core.requests import read_json
+from apps.core.requests import read_json, read_query
 from apps.core.responses import json_response
-from apps.user import accounts, queries, sessions
-from apps.user.exceptions import AccountGone
+from apps.user import accounts, events, queries, sessions
+from apps.user.clients import client_of
+from apps.user.exceptions import AccountGone, SessionNotFound
 from apps.user.models import User
 from apps.user.schemas import (
     AccountDeleteIn,
+    EventOut,
+    EventPage,
+    EventQuery,
     LoginIn,
     PasswordChangeIn,
     ProfileUpdateIn,
     RefreshIn,
     RegisterIn,
+    SessionList,
+    SessionOut,
     TokenPairOut,
     UserOut,
 )
 
 TAGS = ("user",)
-
-
-def _client(request: Request) -> sessions.Client:
-    # Behind nginx, uvicorn's --proxy-headers puts the real client address in request.client.
-    return sessions.Client(
-        user_agent=request.headers.get("user-agent", ""),
-        ip_address=request.client.host if request.client else None,
-    )
 
 
 def _tokens_response(issued: sessions.IssuedTokens, status_code: int = 200) -> Response:
@@ -62,7 +61,7 @@ async def _account(request: Request) -> User:
 )
 async def register(request: Request) -> Response:
     data = await read_json(request, RegisterIn)
-    issued = await accounts.register(data.username, data.email, data.password, _client(request))
+    issued = await accounts.register(data.username, data.email, data.password, client_of(request))
     return _tokens_response(issued, status_code=201)
 
 
@@ -70,7 +69,7 @@ async def register(request: Request) -> Response:
 async def login(request: Request) -> Response:
     """Every failure (unknown account, wrong password, inactive account) is the same 401."""
     data = await read_json(request, LoginIn)
-    issued = await accounts.login(data.password, _client(request), email=data.email, username=data.username)
+    issued = await accounts.login(data.password, client_of(request), email=data.email, username=data.username)
     return _tokens_response(issued)
 
 
@@ -80,7 +79,7 @@ async def login(request: Request) -> Response:
 async def refresh_token(request: Request) -> Response:
     """The refresh token is spent; presenting it again ends the whole session."""
     data = await read_json(request, RefreshIn)
-    issued = await sessions.rotate(data.refresh_token, _client(request))
+    issued = await sessions.rotate(data.refresh_token, client_of(request))
     return _tokens_response(issued)
 
 
@@ -88,7 +87,7 @@ async def refresh_token(request: Request) -> Response:
 @login_required
 async def logout(request: Request) -> Response:
     """The session's refresh token and every access token it issued are refused from now on."""
-    await sessions.end(request.user.session_id, "logout")
+    await sessions.end(request.user.id, request.user.session_id, client_of(request))
     return Response(status_code=204)
 
 
@@ -123,7 +122,7 @@ async def update_me(request: Request) -> Response:
     return json_response(UserOut.model_validate(account))
 
 
-@operation("Delete the account", body=AccountDeleteIn, status=204, tags=TAGS)
+@operation("Delete the account", body=AccountDeleteIn, status=204, errors=(409, 503), tags=TAGS)
 @login_required
 async def delete_me(request: Request) -> Response:
     """Needs the password; every session ends at once."""
@@ -141,6 +140,69 @@ async def change_password(request: Request) -> Response:
         await _account(request),
         data.current_password,
         data.new_password,
+        client_of(request),
         keep_session_id=request.user.session_id,
     )
     return Response(status_code=204)
+
+
+# --- sessions and history ---------------------------------------------------------------------------
+
+
+@operation("The live sessions of this account, newest first", response=SessionList, tags=TAGS)
+@login_required
+async def session_list(request: Request) -> Response:
+    """Each login that is still live, with the device and address it came from; `current` marks
+    the one this access token belongs to."""
+    rows = await queries.live_sessions(request.user.id)
+    return json_response(SessionList([SessionOut.of(row, current=request.user.session_id) for row in rows]))
+
+
+@operation("End one session of this account", status=204, errors=(404,), tags=TAGS)
+@login_required
+async def session_delete(request: Request) -> Response:
+    """Its tokens are refused at once, by every worker. Another user's session (or an unknown or
+    ended one) answers 404."""
+    session_id = request.path_params["session_id"]
+    ended = await sessions.end(
+        request.user.id, str(session_id), client_of(request), event=events.SESSION_REVOKED
+    )
+    if not ended:
+        raise SessionNotFound()
+    return Response(status_code=204)
+
+
+@operation("Log out everywhere: end every session of this account, this one included", status=204, tags=TAGS)
+@login_required
+async def logout_all(request: Request) -> Response:
+    await sessions.end_all(request.user.id, client_of(request))
+    return Response(status_code=204)
+
+
+@operation(
+    "This account's history, newest first", query=EventQuery, response=EventPage, errors=(422,), tags=TAGS
+)
+@login_required
+async def event_list(request: Request) -> Response:
+    query = read_query(request, EventQuery)
+    count, rows = await queries.events(user_id=request.user.id, page=query.page, page_size=query.page_size)
+    return json_response(
+        EventPage(
+            count=count,
+            page=query.page,
+            page_size=query.page_size,
+            results=[EventOut.model_validate(r) for r in rows],
+        )
+    )
+
+
+@operation(
+    "Where to change a password (W3C change-password URL): the SPA's page",
+    status=302,
+    tags=TAGS,
+    headers={"Location": "{FRONTEND_URL}/settings/password"},
+)
+async def change_password_page(request: Request) -> Response:
+    """Password managers send users here to change a password (W3C "A Well-Known URL for Changing
+    Passwords"); the SPA at FRONTEND_URL has the form."""
+    return RedirectResponse(f"{settings.FRONTEND_URL}/settings/password", status_code=302)

@@ -60,6 +60,9 @@ def test_wildcard_cors_origin_is_refused():
         ("PASSWORD_MAX_LENGTH", "32"),
         ("DATABASE_URL", "mysql://x"),
         ("ALLOWED_HOSTS", " , "),
+        ("FRONTEND_URL", "localhost:5173"),
+        ("EVENT_RETENTION_DAYS", "0"),
+        ("SESSION_MAX_LIFETIME", "10"),
     ],
 )
 def test_invalid_values_are_refused(name, value):

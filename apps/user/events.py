@@ -1,0 +1,51 @@
+"""The account's history: one row per thing that happened, written by accounts.py and sessions.py in
+the transaction of the change it records (so a rolled-back change leaves no event, and a committed
+one always has its event). Never a secret: the type, the time, the client."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import settings
+from apps.user.clients import OPERATOR, Client
+from apps.user.models import Event
+
+# The contract's event types (API.md, "Sessions and the account's history") that exist so far.
+REGISTERED = "registered"
+LOGIN = "login"
+LOGIN_FAILED = "login_failed"
+LOGOUT = "logout"
+REFRESH_REUSE_DETECTED = "refresh_reuse_detected"
+PASSWORD_CHANGED = "password_changed"  # noqa: S105 (an event type, not a secret)
+SESSION_REVOKED = "session_revoked"
+ACCOUNT_DEACTIVATED = "account_deactivated"
+
+TYPES = (
+    REGISTERED,
+    LOGIN,
+    LOGIN_FAILED,
+    LOGOUT,
+    REFRESH_REUSE_DETECTED,
+    PASSWORD_CHANGED,
+    SESSION_REVOKED,
+    ACCOUNT_DEACTIVATED,
+)
+
+
+async def record(kind: str, user_id: int, client: Client | None, *, at: datetime | None = None) -> None:
+    """Add an event; inside the caller's transaction when there is one. `client` None: the server's
+    own shell (manage.py)."""
+    client = client or OPERATOR
+    await Event.create(
+        user_id=user_id,
+        type=kind,
+        at=at or datetime.now(UTC),
+        ip_address=client.ip_address,
+        user_agent=client.user_agent,
+    )
+
+
+async def prune(now: datetime | None = None) -> int:
+    """Delete events older than EVENT_RETENTION_DAYS (manage.py clearevents); returns how many."""
+    cutoff = (now or datetime.now(UTC)) - timedelta(days=settings.EVENT_RETENTION_DAYS)
+    return await Event.filter(at__lt=cutoff).delete()
