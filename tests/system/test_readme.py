@@ -74,3 +74,14 @@ def test_httpie_walkthrough(server):
         f"{server}/user/login", json={"email": "bob@example.org", "password": "a new long passphrase"}
     )
     assert r.status_code == 401, r.text
+
+
+def test_sessions_walkthrough(server):
+    lines = run_walkthrough("sessions", server).stdout.splitlines()
+    sessions = json.loads(lines[0])
+    assert len(sessions) == 3, sessions  # registration's, the laptop's and the phone's
+    assert [(s["user_agent"], s["current"]) for s in sessions[:2]] == [("phone", False), ("laptop", True)]
+    assert lines[1:3] == ["204", "401"]  # the phone's session ended, its token refused
+    types = [e["type"] for e in json.loads(lines[3])["results"]]
+    assert types[:3] == ["session_revoked", "login", "login"] and types[-1] == "registered", types
+    assert lines[4] == "204"  # logged out everywhere
