@@ -124,7 +124,7 @@ async def authenticate(
         password, user.password, account=(lookup, key), upgrade=user.is_active
     )
     if not matches or not user.is_active:
-        await events.record(events.LOGIN_FAILED, user.id, client)
+        events.record_soon(events.LOGIN_FAILED, user.id, client)  # not now: timing (see there)
         raise InvalidCredentials()
     if upgraded_hash:
         # Only the password column, and only if nobody changed it meanwhile.

@@ -4,9 +4,12 @@ one always has its event). Never a secret: the type, the time, the client."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from datetime import UTC, datetime, timedelta
 
 import settings
+from apps.core import lifecycle
 from apps.user.clients import OPERATOR, Client
 from apps.user.models import Event
 
@@ -45,7 +48,38 @@ async def record(kind: str, user_id: int, client: Client | None, *, at: datetime
     )
 
 
+logger = logging.getLogger("apps.user.events")
+_pending: set[asyncio.Task] = set()
+
+
+def record_soon(kind: str, user_id: int, client: Client | None) -> None:
+    """Record an event that no change goes with (a failed login), after the answer has gone out.
+
+    Why not at once: writing it would make a wrong password for an existing account answer later
+    than one for an unknown identifier (which names nobody, so leaves no event): a timing oracle for
+    which accounts exist. The write still happens; stopping the process waits for it (lifecycle).
+    """
+    task = asyncio.get_running_loop().create_task(record(kind, user_id, client, at=datetime.now(UTC)))
+    _pending.add(task)
+    task.add_done_callback(_finished)
+
+
+def _finished(task: asyncio.Task) -> None:
+    _pending.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("an event could not be recorded: %s", type(task.exception()).__name__)
+
+
+async def drain() -> None:
+    """Wait for the events still being written (the process is stopping)."""
+    if _pending:
+        await asyncio.gather(*_pending, return_exceptions=True)
+
+
 async def prune(now: datetime | None = None) -> int:
     """Delete events older than EVENT_RETENTION_DAYS (manage.py clearevents); returns how many."""
     cutoff = (now or datetime.now(UTC)) - timedelta(days=settings.EVENT_RETENTION_DAYS)
     return await Event.filter(at__lt=cutoff).delete()
+
+
+lifecycle.register("events written after the answer", stop=drain)

@@ -206,3 +206,28 @@ async def test_the_change_password_url_sends_password_managers_to_the_spa(client
     r = await client.get("/.well-known/change-password", headers={"Host": host})
     assert r.status_code == 302
     assert r.headers["location"] == f"{settings.FRONTEND_URL}/settings/password"
+
+
+async def test_a_failed_login_answers_before_its_event_is_written(client, monkeypatch):
+    """An unknown identifier leaves no event; so that a wrong password for an existing account does
+    not answer later (a timing oracle for which accounts exist), its event is written afterwards."""
+    import asyncio
+
+    reg = await register(client)
+    release = asyncio.Event()
+    real_record = events.record
+
+    async def slow_record(*args, **kwargs):
+        await release.wait()  # the write cannot finish until the test has its answer
+        await real_record(*args, **kwargs)
+
+    monkeypatch.setattr(events, "record", slow_record)
+    r = await asyncio.wait_for(
+        client.post("/user/login", json={"email": reg["user"]["email"], "password": "Wrong-Password-7"}),
+        timeout=10,
+    )
+    assert_problem(r, 401, "invalid_credentials")
+    assert events.LOGIN_FAILED not in await types_of(reg["user"]["id"])
+    release.set()
+    await events.drain()
+    assert (await types_of(reg["user"]["id"]))[0] == events.LOGIN_FAILED
