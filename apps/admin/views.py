@@ -86,7 +86,7 @@ async def user_update(request: Request) -> Response:
 @operation("Delete a user", status=204, errors=(404, 409), tags=TAGS)
 @requires_scope("staff")
 async def user_delete(request: Request) -> Response:
-    await accounts.delete_user(request.user, await _user(request))
+    await accounts.delete_user(request.user, await _user(request), client_of(request))
     return Response(status_code=204)
 
 

@@ -14,7 +14,7 @@ from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from apps.user import events, passwords, sessions, usernames
-from apps.user.clients import Client
+from apps.user.clients import STAFF, Client
 from apps.user.exceptions import (
     InvalidCredentials,
     LastSuperuser,
@@ -145,7 +145,9 @@ async def login(
     return await sessions.start(user, client, checked_password=user.password)
 
 
-async def update_profile(user: User, *, username: str | None = None, email: str | None = None) -> User:
+async def update_profile(
+    user: User, client: Client, *, username: str | None = None, email: str | None = None
+) -> User:
     """Change username and/or email.
 
     Raises:
@@ -165,6 +167,10 @@ async def update_profile(user: User, *, username: str | None = None, email: str 
     try:
         async with sessions.ending() as end:
             await user.save(update_fields=changed)
+            if "username" in changed:
+                await events.record(events.USERNAME_CHANGED, user.id, client)
+            if "email" in changed:
+                await events.record(events.EMAIL_CHANGED, user.id, client)
             end.account_changed(user.id)  # request.user shows username and email
     except IntegrityError:
         await usernames.refuse_confusable(username if "username" in changed else None, email, user_id=user.id)
@@ -229,7 +235,7 @@ async def set_password(user: User, new_password: str) -> int:
     return await _set_password_hash(user, new_hash, None, expected_hash=None, keep_session_id=None)
 
 
-async def delete_account(user: User, password: str) -> None:
+async def delete_account(user: User, password: str, client: Client) -> None:
     """Delete one's own account; its sessions go with it (ON DELETE CASCADE), its tokens die at once.
 
     Only if the password is still the one confirmed: a password change that commits in between (and
@@ -240,7 +246,7 @@ async def delete_account(user: User, password: str) -> None:
         LastSuperuser: it is the last active superuser.
     """
     await _confirm_password(user, password, "password")
-    await delete_user(user, user, expected_password=user.password)
+    await delete_user(user, user, client, expected_password=user.password)
 
 
 # --- staff rules ----------------------------------------------------------------------------------
@@ -249,6 +255,28 @@ async def delete_account(user: User, password: str) -> None:
 # last-superuser rule allows. The rules are checked on the rows as they are inside the changing
 # transaction (locked), not as they were when the request began: a demotion that committed a moment
 # ago counts.
+
+
+def _id(actor) -> int | None:
+    return actor.id if actor is not None else None
+
+
+def _by(actor, target_id: int, client: Client | None) -> Client | None:
+    """The client an event shows its owner: theirs when they acted themselves; when a staff member
+    did, not the staff member's address and browser (the event's actor_id names them, for the staff)."""
+    return STAFF if actor is not None and actor.id != target_id else client
+
+
+def _flag_events(changes: dict[str, bool]) -> list[str]:
+    kinds = []
+    if "is_active" in changes:
+        kinds.append(
+            events.ACCOUNT_DEACTIVATED if changes["is_active"] is False else events.ACCOUNT_ACTIVATED
+        )
+    if "is_staff" in changes or "is_superuser" in changes:
+        kinds.append(events.PERMISSIONS_CHANGED)
+    return kinds
+
 
 # Who can use the staff API with every right: the service must keep one.
 _ADMINISTRATOR = {"is_superuser": True, "is_staff": True, "is_active": True}
@@ -302,7 +330,7 @@ async def set_flags(
     actor,
     user: User,
     *,
-    client: Client | None = None,
+    client: Client | None,
     is_active: bool | None = None,
     is_staff: bool | None = None,
     is_superuser: bool | None = None,
@@ -334,14 +362,17 @@ async def set_flags(
         await User.filter(id=target.id).update(**changes)
         if changes.get("is_active") is False:
             await end.user_sessions(target.id, "deactivated")
-            await events.record(events.ACCOUNT_DEACTIVATED, target.id, client)
+        for kind in _flag_events(changes):
+            await events.record(kind, target.id, _by(actor, target.id, client), actor_id=_id(actor))
         end.account_changed(target.id)
     for name, value in changes.items():
         setattr(target, name, value)
     return target
 
 
-async def delete_user(actor, user: User, *, expected_password: str | None = None) -> None:
+async def delete_user(
+    actor, user: User, client: Client | None, *, expected_password: str | None = None
+) -> None:
     """Delete an account; its sessions go with it, its tokens die at once.
 
     Raises:
@@ -363,10 +394,13 @@ async def delete_user(actor, user: User, *, expected_password: str | None = None
             doomed = doomed.filter(password=expected_password)
         if not await doomed.delete():
             raise WrongPassword("password")
+        await events.record(
+            events.ACCOUNT_DELETED, target.id, _by(actor, target.id, client), actor_id=_id(actor)
+        )
         end.account_changed(target.id)
 
 
-async def end_sessions(actor, user: User, client: Client | None = None) -> int:
+async def end_sessions(actor, user: User, client: Client | None) -> int:
     """End every session of a user (staff tools); returns how many were live.
 
     Raises:
@@ -380,7 +414,10 @@ async def end_sessions(actor, user: User, client: Client | None = None) -> int:
         if actor is not None and actor.id != target.id:
             _check_actor(actor, rows, target, {})
         ended = await end.user_sessions(target.id, events.SESSION_REVOKED)
-        await events.record(events.SESSION_REVOKED, target.id, client)
+        if ended:
+            await events.record(
+                events.SESSION_REVOKED, target.id, _by(actor, target.id, client), actor_id=_id(actor)
+            )
         return ended
 
 
@@ -399,6 +436,10 @@ async def import_accounts(creates: list[dict], updates: list[tuple[int, dict]]) 
             await User.filter(id=user_id).update(**changed)
             if changed.get("is_active") is False or "password" in changed:
                 await end.user_sessions(user_id, "changed_by_import")
+            if "password" in changed:
+                await events.record(events.PASSWORD_CHANGED, user_id, None)
+            for kind in _flag_events({k: v for k, v in changed.items() if k in _ADMINISTRATOR}):
+                await events.record(kind, user_id, None)
             end.account_changed(user_id)
         if had_superuser and not await User.filter(**_ADMINISTRATOR).exists():
             raise LastSuperuser("The import would leave no active superuser; nothing was written.")

@@ -1,6 +1,8 @@
 """The account's history: one row per thing that happened, written by accounts.py and sessions.py in
 the transaction of the change it records (so a rolled-back change leaves no event, and a committed
-one always has its event). Never a secret: the type, the time, the client."""
+one always has its event). The one event without a change, a failed login, is written just after
+the answer (record_soon: best effort, waited for at shutdown). Never a secret: the type, the time,
+the client; and, for a change the staff made, which staff member (actor_id)."""
 
 from __future__ import annotations
 
@@ -22,6 +24,11 @@ REFRESH_REUSE_DETECTED = "refresh_reuse_detected"
 PASSWORD_CHANGED = "password_changed"  # noqa: S105 (an event type, not a secret)
 SESSION_REVOKED = "session_revoked"
 ACCOUNT_DEACTIVATED = "account_deactivated"
+ACCOUNT_ACTIVATED = "account_activated"
+PERMISSIONS_CHANGED = "permissions_changed"  # is_staff or is_superuser
+USERNAME_CHANGED = "username_changed"
+EMAIL_CHANGED = "email_changed"
+ACCOUNT_DELETED = "account_deleted"
 
 TYPES = (
     REGISTERED,
@@ -32,15 +39,23 @@ TYPES = (
     PASSWORD_CHANGED,
     SESSION_REVOKED,
     ACCOUNT_DEACTIVATED,
+    ACCOUNT_ACTIVATED,
+    PERMISSIONS_CHANGED,
+    USERNAME_CHANGED,
+    EMAIL_CHANGED,
+    ACCOUNT_DELETED,
 )
 
 
-async def record(kind: str, user_id: int, client: Client | None, *, at: datetime | None = None) -> None:
+async def record(
+    kind: str, user_id: int, client: Client | None, *, at: datetime | None = None, actor_id: int | None = None
+) -> None:
     """Add an event; inside the caller's transaction when there is one. `client` None: the server's
-    own shell (manage.py)."""
+    own shell (manage.py). `actor_id`: the staff member who made the change, if not the owner."""
     client = client or OPERATOR
     await Event.create(
         user_id=user_id,
+        actor_id=actor_id,
         type=kind,
         at=at or datetime.now(UTC),
         ip_address=client.ip_address,
@@ -59,7 +74,9 @@ def record_soon(kind: str, user_id: int, client: Client | None) -> None:
     than one for an unknown identifier (which names nobody, so leaves no event): a timing oracle for
     which accounts exist. The write still happens; stopping the process waits for it (lifecycle).
     """
-    task = asyncio.get_running_loop().create_task(record(kind, user_id, client, at=datetime.now(UTC)))
+    task = asyncio.get_running_loop().create_task(
+        record(kind, user_id, client, at=datetime.now(UTC)), name=f"{kind} of user {user_id}"
+    )
     _pending.add(task)
     task.add_done_callback(_finished)
 
@@ -67,13 +84,23 @@ def record_soon(kind: str, user_id: int, client: Client | None) -> None:
 def _finished(task: asyncio.Task) -> None:
     _pending.discard(task)
     if not task.cancelled() and task.exception() is not None:
-        logger.error("an event could not be recorded: %s", type(task.exception()).__name__)
+        logger.error(
+            "an event could not be recorded: %s (%s)", type(task.exception()).__name__, task.get_name()
+        )
+
+
+DRAIN_SECONDS = 10.0
 
 
 async def drain() -> None:
-    """Wait for the events still being written (the process is stopping)."""
-    if _pending:
-        await asyncio.gather(*_pending, return_exceptions=True)
+    """Wait (a bounded time: the database may be the reason they hang) for the events still being
+    written; the process is stopping."""
+    try:
+        async with asyncio.timeout(DRAIN_SECONDS):
+            while _pending:
+                await asyncio.gather(*_pending, return_exceptions=True)
+    except TimeoutError:
+        logger.error("%d event(s) not recorded before the process stopped", len(_pending))
 
 
 async def prune(now: datetime | None = None) -> int:

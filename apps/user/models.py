@@ -116,16 +116,20 @@ class RefreshToken(Model):
 
 class Event(Model):
     """One thing that happened to an account (the contract's event types), written in the same
-    transaction as the change it records. Never a password, a token or a code: only what happened,
-    when, and from which client. `user_id` is a plain column, not a foreign key, so the history of a
-    deleted account stays for the staff (`EVENT_RETENTION_DAYS` prunes it)."""
+    transaction as the change it records (a failed login, which changes nothing, just after it).
+    Never a password, a token or a code: only what happened, when, and from which client. `user_id`
+    is a plain column, not a foreign key, so the history of a deleted account stays for the staff
+    (`EVENT_RETENTION_DAYS` prunes it)."""
 
     id = fields.BigIntField(primary_key=True)
-    user_id = fields.IntField(db_index=True)
+    user_id = fields.IntField()
+    # the staff member who made the change, when it was not the account's owner (or manage.py: null)
+    actor_id = fields.IntField(null=True)
     type = fields.CharField(max_length=40)
-    at = fields.DatetimeField(db_index=True)
+    at = fields.DatetimeField(db_index=True)  # pruning
     ip_address = fields.CharField(max_length=45, null=True)
     user_agent = fields.CharField(max_length=512, default="")
 
     class Meta:
         table = "user_event"
+        indexes = (("user_id", "at"),)  # one account's history, newest first

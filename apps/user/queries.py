@@ -3,11 +3,12 @@ sessions.py."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from tortoise import connections
 from tortoise.expressions import Q
 
+import settings
 from apps.core import database
 from apps.user.authentication import AuthenticatedUser
 from apps.user.exceptions import UserNotFound
@@ -99,9 +100,12 @@ async def list_users(
 
 
 async def live_sessions(user_id: int) -> list[Session]:
-    """The user's sessions that are neither ended nor expired, newest first."""
+    """The user's sessions that are neither ended nor expired (SESSION_MAX_LIFETIME as it is now
+    included), newest first."""
+    now = datetime.now(UTC)
+    oldest = now - timedelta(seconds=settings.SESSION_MAX_LIFETIME)
     return (
-        await Session.filter(user_id=user_id, revoked_at=None, expires_at__gt=datetime.now(UTC))
+        await Session.filter(user_id=user_id, revoked_at=None, expires_at__gt=now, created_at__gt=oldest)
         .order_by("-created_at", "-id")
         .all()
     )

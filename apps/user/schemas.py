@@ -186,10 +186,13 @@ class SessionList(RootModel[list[SessionOut]]):
 
 
 MAX_PAGE_SIZE = 200
+# No list holds more rows than ids (a 32-bit column), so no later page can hold anything; the bound
+# keeps (page - 1) * page_size far inside a 64-bit OFFSET on both databases, and inside a JS number.
+MAX_PAGE = 2**31 - 1
 
 
 class PageQuery(Query):
-    page: int = Field(1, ge=1, le=2**31 - 1, description="1-based page number")
+    page: int = Field(1, ge=1, le=MAX_PAGE, description="1-based page number")
     page_size: int = Field(50, ge=1, le=MAX_PAGE_SIZE, description=f"Items per page, at most {MAX_PAGE_SIZE}")
 
 

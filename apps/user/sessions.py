@@ -118,7 +118,8 @@ async def rotate(refresh_token: str, client: Client, *, now: datetime | None = N
     async with ending() as end:
         claimed = await RefreshToken.filter(digest=digest, used_at=None).update(used_at=now)
         row = await RefreshToken.get_or_none(digest=digest).select_related("session__user")
-        if row is not None and not claimed:
+        if row is not None and not claimed and row.session.expires_at > now:
+            # a spent token presented again while its session lives: theft suspected
             if await end.session(str(row.session.id), "refresh_token_reused", now=now):
                 await events.record(events.REFRESH_REUSE_DETECTED, row.session.user_id, client, at=now)
         elif row is not None:
@@ -206,11 +207,12 @@ async def end(user_id: int, session_id: str, client: Client, *, event: str = eve
     return ended
 
 
-async def end_all(user_id: int, client: Client | None, *, event: str = events.LOGOUT) -> int:
-    """End every session of the user at once (logout everywhere, staff tools); returns how many."""
+async def end_all(user_id: int, client: Client) -> int:
+    """End every session of the user at once (logout everywhere); returns how many were live."""
     async with ending() as end:
-        ended = await end.user_sessions(user_id, event)
-        await events.record(event, user_id, client)
+        ended = await end.user_sessions(user_id, events.LOGOUT)
+        if ended:
+            await events.record(events.LOGOUT, user_id, client)
     return ended
 
 

@@ -118,7 +118,9 @@ async def me(request: Request) -> Response:
 @login_required
 async def update_me(request: Request) -> Response:
     data = await read_json(request, ProfileUpdateIn)
-    account = await accounts.update_profile(await _account(request), username=data.username, email=data.email)
+    account = await accounts.update_profile(
+        await _account(request), client_of(request), username=data.username, email=data.email
+    )
     return json_response(UserOut.model_validate(account))
 
 
@@ -127,7 +129,7 @@ async def update_me(request: Request) -> Response:
 async def delete_me(request: Request) -> Response:
     """Needs the password; every session ends at once."""
     data = await read_json(request, AccountDeleteIn)
-    await accounts.delete_account(await _account(request), data.password)
+    await accounts.delete_account(await _account(request), data.password, client_of(request))
     return Response(status_code=204)
 
 

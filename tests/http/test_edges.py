@@ -117,7 +117,7 @@ async def test_admin_query_refuses_nul_and_out_of_range_pages(client):
 
 
 async def test_the_last_allowed_page_is_answered_empty(client):
-    from apps.admin.schemas import MAX_PAGE, MAX_PAGE_SIZE
+    from apps.user.schemas import MAX_PAGE, MAX_PAGE_SIZE
 
     staff = bearer(await staff_token(client))
     r = await client.get("/admin/users", params={"page": MAX_PAGE, "page_size": MAX_PAGE_SIZE}, headers=staff)

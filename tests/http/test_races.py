@@ -116,14 +116,14 @@ async def test_a_login_racing_deactivation_stays_dead_after_reactivation(client,
     user = await User.get(id=reg["user"]["id"])
 
     async def deactivate():
-        await accounts.set_flags(None, user, is_active=False)
+        await accounts.set_flags(None, user, client=None, is_active=False)
 
     during_password_check("Racing-Password-3", deactivate)
     r = await client.post(
         "/user/login", json={"email": reg["user"]["email"], "password": "Racing-Password-3"}
     )
     assert_problem(r, 401, "invalid_credentials")
-    await accounts.set_flags(None, await User.get(id=user.id), is_active=True)
+    await accounts.set_flags(None, await User.get(id=user.id), client=None, is_active=True)
     assert await live_sessions(user.id) == 0  # nothing came back with the account
 
 

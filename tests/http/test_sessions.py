@@ -107,7 +107,7 @@ async def test_delete_account_ends_everything(client):
 
 async def test_deactivation_refuses_tokens_at_once(client):
     reg = await register(client)
-    await accounts.set_flags(None, await User.get(id=reg["user"]["id"]), is_active=False)
+    await accounts.set_flags(None, await User.get(id=reg["user"]["id"]), client=None, is_active=False)
     assert_problem(await me(client, reg), 401, "invalid_token")
     assert_problem(
         await client.post("/user/refresh-token", json={"refresh_token": reg["refresh_token"]}), 401

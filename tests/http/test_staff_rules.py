@@ -104,9 +104,9 @@ async def test_the_rule_holds_for_an_operator_too(client, only_superuser):
     """manage.py acts as the operator (no acting user): the last superuser stays, whoever asks."""
     me = await User.get(id=only_superuser["id"])
     with pytest.raises(LastSuperuser):
-        await accounts.set_flags(None, me, is_active=False)
+        await accounts.set_flags(None, me, client=None, is_active=False)
     with pytest.raises(LastSuperuser):
-        await accounts.delete_user(None, me)
+        await accounts.delete_user(None, me, None)
     with pytest.raises(LastSuperuser):
         await accounts.import_accounts([], [(me.id, {"is_superuser": False})])
     assert (await User.get(id=me.id)).is_superuser
@@ -146,5 +146,5 @@ async def test_deleting_ones_account_after_a_password_change_committed_is_refuse
     user = await User.get(id=reg["user"]["id"])
     await User.filter(id=user.id).update(password="!changed-meanwhile")
     with pytest.raises(WrongPassword):
-        await accounts.delete_user(user, user, expected_password=user.password)
+        await accounts.delete_user(user, user, None, expected_password=user.password)
     assert await User.exists(id=user.id)
