@@ -39,6 +39,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import quote, unquote, urlsplit
 
 import asyncpg
@@ -172,12 +173,10 @@ def _verifiable(stored: str) -> bool:
     return stored.startswith(passwords.UNUSABLE_PREFIX) or _hasher(stored) in VERIFIABLE_HASHERS
 
 
-class Source:
+class Source(Protocol):
     """Django's users in id order, read in batches; each call to `batches` reads them anew."""
 
-    async def batches(self, size: int) -> AsyncIterator[list[DjangoUser]]:
-        raise NotImplementedError
-        yield []
+    def batches(self, size: int) -> AsyncIterator[list[DjangoUser]]: ...
 
 
 class SQLiteSource(Source):
