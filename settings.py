@@ -193,3 +193,9 @@ PASSWORD_HASHER_THREADS = _int(
 PASSWORD_HASHER_MAX_WAIT = _int("PASSWORD_HASHER_MAX_WAIT", 2, minimum=1)
 PASSWORD_MIN_LENGTH = 8
 PASSWORD_MAX_LENGTH = _int("PASSWORD_MAX_LENGTH", 128, minimum=64)
+# Refuse new passwords found in Have I Been Pwned's breaches (only a 5-hex-digit prefix of the
+# SHA-1 leaves the service). Off by default: it calls an outside API; it fails open when that API
+# cannot be reached in PASSWORD_BREACH_TIMEOUT seconds.
+PASSWORD_BREACH_CHECK = _bool("PASSWORD_BREACH_CHECK", False)
+PASSWORD_BREACH_API = _str("PASSWORD_BREACH_API", "https://api.pwnedpasswords.com/range/")
+PASSWORD_BREACH_TIMEOUT = _int("PASSWORD_BREACH_TIMEOUT", 2, minimum=1)

@@ -13,7 +13,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
-from apps.user import events, passwords, sessions, usernames
+from apps.user import events, password_policy, passwords, sessions, usernames
 from apps.user.clients import STAFF, Client
 from apps.user.exceptions import (
     InvalidCredentials,
@@ -45,8 +45,10 @@ async def register(username: str, email: str, password: str, client: Client) -> 
     Raises:
         Taken: the username or email is taken (case-insensitively), or the username looks like one
             that is (the Unicode TR39 skeleton: "аdmin" with a Cyrillic "а" is "admin").
+        WeakPassword: the password breaks the policy (password_policy.py).
     """
     await usernames.refuse_confusable(username, email)
+    await password_policy.validate(password, field="password", username=username, email=email)
     password_hash = await passwords.hash_password(password)
     try:
         async with in_transaction():
@@ -75,6 +77,8 @@ async def create_user(
         Taken: the username or email is taken, or the username looks like one that is.
     """
     await usernames.refuse_confusable(username, email)
+    if password:
+        await password_policy.validate(password, field="password", username=username, email=email)
     password_hash = (
         await passwords.hash_password(password)
         if password
@@ -221,8 +225,12 @@ async def change_password(
 
     Raises:
         WrongPassword: `current_password` is wrong.
+        WeakPassword: `new_password` breaks the policy.
     """
     await _confirm_password(user, current_password, "current_password")
+    await password_policy.validate(
+        new_password, field="new_password", username=user.username, email=user.email
+    )
     new_hash = await passwords.hash_password(new_password)
     await _set_password_hash(
         user, new_hash, client, expected_hash=user.password, keep_session_id=keep_session_id
@@ -230,7 +238,12 @@ async def change_password(
 
 
 async def set_password(user: User, new_password: str) -> int:
-    """Set a password without the old one (manage.py changepassword); every session ends at once."""
+    """Set a password without the old one (manage.py changepassword); every session ends at once.
+
+    Raises:
+        WeakPassword: the password breaks the policy.
+    """
+    await password_policy.validate(new_password, field="password", username=user.username, email=user.email)
     new_hash = await passwords.hash_password(new_password)
     return await _set_password_hash(user, new_hash, None, expected_hash=None, keep_session_id=None)
 

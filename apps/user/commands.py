@@ -58,7 +58,7 @@ def _ask_password() -> str:
 async def createsuperuser(args: argparse.Namespace) -> None:
     """Create a staff superuser, interactively or (--noinput) from DJANGO_SUPERUSER_* variables."""
     from apps.user import accounts
-    from apps.user.exceptions import Taken
+    from apps.user.exceptions import AccountError
     from apps.user.models import User, username_key
 
     async with database():
@@ -88,7 +88,7 @@ async def createsuperuser(args: argparse.Namespace) -> None:
             password = _ask_password()
         try:
             await accounts.create_user(username, email, password, is_staff=True, is_superuser=True)
-        except Taken as exc:
+        except AccountError as exc:  # taken, or a password the policy refuses
             raise CommandError(" ".join(e["message"] for e in exc.errors or []) or exc.message) from None
     print("Superuser created successfully.")
 
@@ -96,6 +96,7 @@ async def createsuperuser(args: argparse.Namespace) -> None:
 async def changepassword(args: argparse.Namespace) -> None:
     """Set a user's password (asked twice, no echo); every session of theirs ends at once."""
     from apps.user import accounts
+    from apps.user.exceptions import WeakPassword
     from apps.user.models import User, username_key
 
     async with database():
@@ -105,7 +106,10 @@ async def changepassword(args: argparse.Namespace) -> None:
             raise CommandError(f"user '{username}' does not exist")
         print(f"Changing password for user '{user.username}'")
         password = _ask_password()
-        ended = await accounts.set_password(user, password)
+        try:
+            ended = await accounts.set_password(user, password)
+        except WeakPassword as exc:
+            raise CommandError(exc.message) from None
     print(f"Password changed successfully for user '{user.username}'; {ended} session(s) ended.")
 
 

@@ -40,6 +40,13 @@ class WrongPassword(AccountError):
         )
 
 
+class WeakPassword(AccountError):
+    """A new password breaks the password policy (password_policy.py)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(reason, errors=[{"field": field, "message": reason}])
+
+
 class Taken(AccountError):
     """The username or email belongs to another account (or looks like one that does)."""
 

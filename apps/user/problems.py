@@ -15,6 +15,7 @@ PROBLEMS: dict[type[exceptions.AccountError], tuple[int, str, str, dict[str, str
     exceptions.InvalidCredentials: (401, "invalid_credentials", "Invalid credentials", _CHALLENGE),
     exceptions.InvalidRefreshToken: (401, "invalid_refresh_token", "Invalid refresh token", _CHALLENGE),
     exceptions.WrongPassword: (422, "validation_error", "Invalid input", None),
+    exceptions.WeakPassword: (422, "validation_error", "Invalid input", None),
     exceptions.Taken: (409, "conflict", "Conflict", None),
     exceptions.UserNotFound: (404, "not_found", "Not found", None),
     exceptions.SessionNotFound: (404, "not_found", "Not found", None),
@@ -33,7 +34,8 @@ async def handle_account_error(request: Request, exc: Exception) -> Response:
         if cls in PROBLEMS:
             status, code, title, headers = PROBLEMS[cls]
             break
-    detail = "One or more fields are invalid." if isinstance(exc, exceptions.WrongPassword) else exc.message
+    field_error = isinstance(exc, exceptions.WrongPassword | exceptions.WeakPassword)
+    detail = "One or more fields are invalid." if field_error else exc.message
     return problem_response(status, code, title, detail, errors=exc.errors, headers=headers)
 
 

@@ -21,6 +21,7 @@ from pydantic import (
 
 import settings
 from apps.core.schemas import Query, refuse_nul
+from apps.user import password_policy
 from apps.user.models import normalize_email, normalize_username
 
 # Django's UnicodeUsernameValidator: letters, digits and @ . + - _
@@ -33,15 +34,6 @@ def _check_username(value: str) -> str:
         raise ValueError("Enter a username of 1 to 150 characters.")
     if not USERNAME_PATTERN.match(value):
         raise ValueError("Use only letters, digits and @ . + - _ in a username.")
-    return value
-
-
-def _check_password(value: str) -> str:
-    # Length only, no composition rules (NIST SP 800-63B). The cap is checked here, before any hashing.
-    if len(value) < settings.PASSWORD_MIN_LENGTH:
-        raise ValueError(f"Use at least {settings.PASSWORD_MIN_LENGTH} characters.")
-    if len(value) > settings.PASSWORD_MAX_LENGTH:
-        raise ValueError(f"Use at most {settings.PASSWORD_MAX_LENGTH} characters.")
     return value
 
 
@@ -66,7 +58,7 @@ Username = Annotated[
 Email = Annotated[EmailStr, BeforeValidator(_strip_email), AfterValidator(normalize_email)]
 NewPassword = Annotated[
     str,
-    AfterValidator(_check_password),
+    AfterValidator(password_policy.check_length),
     WithJsonSchema(
         {
             "type": "string",
