@@ -63,7 +63,7 @@ ACCESS_LOG = _bool("ACCESS_LOG", True)
 
 # The apps of this project, Django's INSTALLED_APPS: an app's apps.py registers what it starts and
 # stops (apps/core/lifecycle.py).
-INSTALLED_APPS = ["apps.user", "apps.admin"]
+INSTALLED_APPS = ["apps.user", "apps.admin", "apps.mail"]
 
 # --- secrets -------------------------------------------------------------------------------------
 # The value shipped in .env.example; a deployment that kept it would sign tokens anyone can forge.
@@ -126,6 +126,27 @@ if _frontend.scheme not in {"http", "https"} or not _frontend.netloc:
         f"FRONTEND_URL must be an http(s) URL like https://app.example.com, not {FRONTEND_URL!r}"
     )
 
+# --- mail (Django's setting names) --------------------------------------------------------------------
+EMAIL_BACKEND = _str("EMAIL_BACKEND", "console")
+if EMAIL_BACKEND not in {"console", "smtp"}:
+    raise ImproperlyConfigured(f"EMAIL_BACKEND must be console or smtp, not {EMAIL_BACKEND!r}")
+EMAIL_HOST = _str("EMAIL_HOST", "localhost")
+EMAIL_PORT = _int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = _str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = _str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = _bool("EMAIL_USE_TLS", False)  # STARTTLS
+EMAIL_USE_SSL = _bool("EMAIL_USE_SSL", False)  # implicit TLS (port 465)
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ImproperlyConfigured("EMAIL_USE_TLS and EMAIL_USE_SSL are mutually exclusive (as in Django)")
+EMAIL_TIMEOUT = _int("EMAIL_TIMEOUT", 10, minimum=1)  # seconds per delivery attempt
+DEFAULT_FROM_EMAIL = _str("DEFAULT_FROM_EMAIL", "webmaster@localhost")
+# The outbox's sender (one task per worker process): how often it looks for due mail, the longest
+# wait between two attempts of a mail, and when it gives a mail up (seconds since it was queued).
+MAIL_SENDER = _bool("MAIL_SENDER", True)
+MAIL_POLL_INTERVAL = _int("MAIL_POLL_INTERVAL", 1, minimum=1)
+MAIL_RETRY_MAX_DELAY = _int("MAIL_RETRY_MAX_DELAY", 300, minimum=1)
+MAIL_GIVE_UP_AFTER = _int("MAIL_GIVE_UP_AFTER", 3 * 24 * 3600, minimum=60)
+
 # Days an account's history (GET /user/events) is kept; `manage.py clearevents` removes older events.
 EVENT_RETENTION_DAYS = _int("EVENT_RETENTION_DAYS", 365, minimum=1)
 
@@ -156,6 +177,11 @@ def tortoise_config(database_url: str) -> dict:
                 "models": ["apps.user.models"],
                 "default_connection": "default",
                 "migrations": "apps.user.migrations",
+            },
+            "mail": {
+                "models": ["apps.mail.models"],
+                "default_connection": "default",
+                "migrations": "apps.mail.migrations",
             },
         },
         "use_tz": True,

@@ -18,6 +18,12 @@ os.environ.update(
     CORS_ALLOWED_ORIGINS="http://localhost:5173",
     DATABASE_URL="sqlite://:memory:",
     LOG_LEVEL="INFO",
+    # The outbox's background sender stays off in tests that do not ask for it: they run its rounds
+    # themselves (outbox.send_due), so what is sent, and when, is theirs to say.
+    MAIL_SENDER="false",
+    EMAIL_BACKEND="smtp",
+    EMAIL_HOST="127.0.0.1",
+    EMAIL_PORT="9",
 )
 
 import asyncpg  # noqa: E402
@@ -27,7 +33,7 @@ from tortoise.backends.base.executor import EXECUTOR_CACHE  # noqa: E402
 
 import settings  # noqa: E402
 from app import create_app  # noqa: E402
-from tests.helpers import logged_in_account, migrate, postgres_url_for  # noqa: E402
+from tests.helpers import free_port, logged_in_account, migrate, postgres_url_for  # noqa: E402
 
 BACKENDS = ["sqlite", "postgres"]
 
@@ -86,3 +92,37 @@ async def staff(client):
 @pytest.fixture
 async def superuser(client):
     return await logged_in_account(client, is_staff=True, is_superuser=True)
+
+
+class Mailbox:
+    """A real SMTP server (aiosmtpd) on a free port, keeping every message it accepts."""
+
+    def __init__(self) -> None:
+        self.messages: list = []
+        self.port = free_port()
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's name)
+        import email
+        import email.policy
+
+        self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
+        return "250 OK"
+
+    def start(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        # a new controller each time: a stopped one cannot start again (its loop is closed)
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+
+@pytest.fixture
+def mailbox(monkeypatch):
+    box = Mailbox()
+    box.start()
+    monkeypatch.setattr(settings, "EMAIL_PORT", box.port)
+    yield box
+    box.stop()

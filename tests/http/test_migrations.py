@@ -24,6 +24,7 @@ async def test_migrations_were_applied_by_manage_py(app, backend):
         ("user", "0002_widen_username_key"),
         ("user", "0003_username_skeleton"),
         ("user", "0004_event"),
+        ("mail", "0001_initial"),
     }
 
 

@@ -1,0 +1,46 @@
+"""How a mail leaves: Django's EMAIL_BACKEND names, `console` (the log, for development) or `smtp`
+(aiosmtplib: async, typed, STARTTLS and implicit TLS)."""
+
+from __future__ import annotations
+
+import logging
+from email.message import EmailMessage
+
+import aiosmtplib
+
+import settings
+
+logger = logging.getLogger("apps.mail")
+
+
+def message(to: str, subject: str, text: str, html: str | None) -> EmailMessage:
+    mail = EmailMessage()
+    mail["From"] = settings.DEFAULT_FROM_EMAIL
+    mail["To"] = to
+    mail["Subject"] = subject
+    mail.set_content(text)
+    if html:
+        mail.add_alternative(html, subtype="html")
+    return mail
+
+
+async def send(mail: EmailMessage) -> None:
+    """Hand one message to the configured backend.
+
+    Raises:
+        aiosmtplib.SMTPException, OSError: the mail server refused or could not be reached.
+    """
+    if settings.EMAIL_BACKEND == "console":
+        # the whole message: in development the links in it are what one is after
+        logger.info("mail (console backend):\n%s", mail.as_string())
+        return
+    await aiosmtplib.send(
+        mail,
+        hostname=settings.EMAIL_HOST,
+        port=settings.EMAIL_PORT,
+        username=settings.EMAIL_HOST_USER or None,
+        password=settings.EMAIL_HOST_PASSWORD or None,
+        start_tls=settings.EMAIL_USE_TLS,
+        use_tls=settings.EMAIL_USE_SSL,
+        timeout=settings.EMAIL_TIMEOUT,
+    )

@@ -1,0 +1,82 @@
+"""The outbox (issue 8, point 1): a mail exists exactly when the change that causes it committed, is
+sent after the answer by the sender to a real SMTP server, retried with backoff while the server is
+down, given up loudly after MAIL_GIVE_UP_AFTER, and sent once however many senders run."""
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from tortoise.transactions import in_transaction
+
+import settings
+from apps.mail import outbox
+from apps.mail.models import Mail
+from tests.helpers import unique
+
+
+async def test_a_mail_exists_only_if_its_transaction_commits(client):
+    to = f"{unique()}@example.com"
+    with pytest.raises(RuntimeError):
+        async with in_transaction():
+            await outbox.queue(to, "Rolled back", "never")
+            raise RuntimeError("the change failed")
+    assert not await Mail.exists(to=to)
+    async with in_transaction():
+        await outbox.queue(to, "Committed", "sent later")
+    assert await Mail.exists(to=to, sent_at=None)
+
+
+async def test_the_sender_delivers_text_and_html_to_the_smtp_server(client, mailbox, monkeypatch):
+    monkeypatch.setattr(settings, "DEFAULT_FROM_EMAIL", "auth@example.com")
+    to = f"{unique()}@example.com"
+    mail = await outbox.queue(to, "Welcome", "Hello in text", "<p>Hello in HTML</p>")
+    await outbox.send_due()
+    [message] = [m for m in mailbox.messages if m["To"] == to]
+    assert (message["From"], message["Subject"]) == ("auth@example.com", "Welcome")
+    assert message.get_body(("plain",)).get_content().strip() == "Hello in text"
+    assert "Hello in HTML" in message.get_body(("html",)).get_content()
+    sent = await Mail.get(id=mail.id)
+    assert sent.sent_at is not None and sent.attempts == 1 and sent.claimed_until is None
+
+
+async def test_a_mail_server_that_is_down_delays_the_mail_and_never_loses_it(
+    client, mailbox, monkeypatch, caplog
+):
+    to = f"{unique()}@example.com"
+    mailbox.stop()  # the mail server goes away
+    mail = await outbox.queue(to, "Patience", "it arrives")
+    with caplog.at_level(logging.WARNING, logger="apps.mail"):
+        await outbox.send_due()
+    waiting = await Mail.get(id=mail.id)
+    assert waiting.sent_at is None and waiting.attempts == 1 and waiting.last_error
+    assert waiting.send_after > datetime.now(UTC)  # backoff
+    assert "retrying" in caplog.text and to not in caplog.text  # no address in a log line
+    await outbox.send_due()  # not due yet: nothing is tried
+    assert (await Mail.get(id=mail.id)).attempts == 1
+    mailbox.start()  # it comes back (on another port: point the settings at it)
+    monkeypatch.setattr(settings, "EMAIL_PORT", mailbox.port)
+    await outbox.send_due(now=waiting.send_after + timedelta(seconds=1))
+    assert [m["To"] for m in mailbox.messages] == [to]
+    assert (await Mail.get(id=mail.id)).sent_at is not None
+
+
+async def test_a_mail_is_given_up_loudly_after_the_configured_time(client, caplog):
+    mail = await outbox.queue(f"{unique()}@example.com", "Lost cause", "nobody listens")  # EMAIL_PORT 9
+    later = mail.created_at + timedelta(seconds=settings.MAIL_GIVE_UP_AFTER + 1)
+    with caplog.at_level(logging.ERROR, logger="apps.mail"):
+        await outbox.send_due(now=later)
+    failed = await Mail.get(id=mail.id)
+    assert failed.failed_at is not None and failed.sent_at is None
+    assert f"mail {mail.id} given up" in caplog.text
+    await outbox.send_due(now=later + timedelta(days=1))
+    assert (await Mail.get(id=mail.id)).attempts == 1  # never tried again
+
+
+async def test_concurrent_senders_send_each_mail_once(client, mailbox):
+    tag = unique()
+    for i in range(12):
+        await outbox.queue(f"{tag}-{i}@example.com", "Once", "exactly once")
+    await asyncio.gather(*[outbox.send_due() for _ in range(4)])
+    received = sorted(m["To"] for m in mailbox.messages if m["To"].startswith(tag))
+    assert received == sorted(f"{tag}-{i}@example.com" for i in range(12))
