@@ -147,6 +147,17 @@ MAIL_POLL_INTERVAL = _int("MAIL_POLL_INTERVAL", 1, minimum=1)
 MAIL_RETRY_MAX_DELAY = _int("MAIL_RETRY_MAX_DELAY", 300, minimum=1)
 MAIL_GIVE_UP_AFTER = _int("MAIL_GIVE_UP_AFTER", 3 * 24 * 3600, minimum=60)
 
+# --- email verification and password reset (allauth's and Django's names) ---------------------------
+# none: no link at registration; optional: a link, and unverified accounts log in; mandatory: no
+# tokens until the address is verified (registration answers the user only, login answers 403).
+EMAIL_VERIFICATION = _str("EMAIL_VERIFICATION", "optional")
+if EMAIL_VERIFICATION not in {"none", "optional", "mandatory"}:
+    raise ImproperlyConfigured(
+        f"EMAIL_VERIFICATION must be none, optional or mandatory, not {EMAIL_VERIFICATION!r}"
+    )
+EMAIL_VERIFICATION_TIMEOUT = _int("EMAIL_VERIFICATION_TIMEOUT", 3 * 24 * 3600, minimum=1)  # seconds
+PASSWORD_RESET_TIMEOUT = _int("PASSWORD_RESET_TIMEOUT", 3600, minimum=1)  # seconds
+
 # Days an account's history (GET /user/events) is kept; `manage.py clearevents` removes older events.
 EVENT_RETENTION_DAYS = _int("EVENT_RETENTION_DAYS", 365, minimum=1)
 

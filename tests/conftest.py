@@ -118,9 +118,34 @@ class Mailbox:
     def stop(self) -> None:
         self.controller.stop()
 
+    def to(self, address: str) -> list:
+        return [m for m in self.messages if m["To"] == address]
+
+    def text(self, message) -> str:
+        return message.get_body(("plain",)).get_content()
+
+    def last_text(self, address: str) -> str:
+        """The text part of the latest mail to `address` (failing if none came)."""
+        mails = self.to(address)
+        assert mails, f"no mail to {address}; mails to: {[m['To'] for m in self.messages]}"
+        return self.text(mails[-1])
+
+    @staticmethod
+    async def deliver() -> None:
+        """What the sender task does after the answer (it is off in these tests: MAIL_SENDER=false)."""
+        from apps.mail import outbox
+
+        while await outbox.send_due():
+            pass
+
 
 @pytest.fixture
-def mailbox(monkeypatch):
+async def mailbox(app, monkeypatch):
+    """A real SMTP server, and an outbox with nothing left to send by earlier tests: what a test
+    reads in the mailbox came from it."""
+    from apps.mail.models import Mail
+
+    await Mail.filter(sent_at=None, failed_at=None).delete()
     box = Mailbox()
     box.start()
     monkeypatch.setattr(settings, "EMAIL_PORT", box.port)

@@ -8,6 +8,12 @@ SQLite and PostgreSQL alike, and a sender that died mid-send leaves its mail to 
 lease runs out. A failure (mail server down) is retried with exponential backoff; after
 MAIL_GIVE_UP_AFTER seconds the mail is given up: logged as an error and kept with `failed_at`.
 Sending never runs in, blocks or fails a request.
+
+`request()` queues a mail that the sender composes when it takes it, through a composer an app
+registered (`composer()`); see models.py for why. A composer may decide that nothing is to be sent.
+
+The sender looks for due mail every MAIL_POLL_INTERVAL seconds; `wake()`, called by a producer once
+its transaction has committed, has this process's sender look at once.
 """
 
 from __future__ import annotations
@@ -15,9 +21,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from tortoise.expressions import Q
+from tortoise.transactions import in_transaction
 
 import settings
 from apps.core import lifecycle
@@ -34,10 +43,68 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True, slots=True)
+class Composed:
+    to: str
+    subject: str
+    text: str
+    html: str | None = None
+
+
 async def queue(to: str, subject: str, text: str, html: str | None = None) -> Mail:
     """Add a mail to the outbox, in the caller's transaction; it is sent after the commit."""
     now = _now()
     return await Mail.create(to=to, subject=subject, text=text, html=html, created_at=now, send_after=now)
+
+
+# A composer gets the queued row's address, data and time, and returns the mail, or None for none.
+# It runs in the sender's transaction, so what it writes (an event) commits with the composed mail.
+Composer = Callable[[str, dict, datetime], Awaitable[Composed | None]]
+_composers: dict[str, Composer] = {}
+
+
+def composer(name: str) -> Callable[[Composer], Composer]:
+    """Register a composer for `request(name, ...)` (at import time: lifecycle imports each app)."""
+
+    def register(function: Composer) -> Composer:
+        _composers[name] = function
+        return function
+
+    return register
+
+
+async def request(name: str, to: str, data: dict) -> Mail:
+    """Queue a mail for the composer `name` to compose when the sender takes it; in the caller's
+    transaction. `data` is stored as it is: never a secret."""
+    now = _now()
+    return await Mail.create(
+        to=to, composer=name, data=data, subject="", text="", created_at=now, send_after=now
+    )
+
+
+async def _compose(mail: Mail) -> Mail | None:
+    """Turn a requested mail into a composed one (or delete it: nothing to send), in one transaction
+    with whatever the composer writes. The claim (lease) on the row keeps other senders away."""
+    async with in_transaction():
+        composed = await _composers[mail.composer](mail.to, mail.data or {}, mail.created_at)
+        if composed is None:
+            await Mail.filter(id=mail.id).delete()
+            return None
+        await Mail.filter(id=mail.id).update(
+            to=composed.to,
+            subject=composed.subject,
+            text=composed.text,
+            html=composed.html,
+            composer=None,
+            data=None,
+        )
+    mail.to, mail.subject, mail.text, mail.html = composed.to, composed.subject, composed.text, composed.html
+    mail.composer = mail.data = None
+    return mail
+
+
+# A sent or given-up mail keeps its address, subject and times; its body can hold a live link.
+BLANK = {"text": "", "html": None}
 
 
 def _backoff(attempts: int) -> timedelta:
@@ -57,13 +124,25 @@ async def _claim(mail_id: int, now: datetime) -> Mail | None:
 
 
 async def _deliver(mail: Mail, now: datetime) -> None:
+    if mail.composer is not None:
+        try:
+            composed = await _compose(mail)
+        except Exception as exc:  # the database went away: the lease runs out and a sender tries again
+            logger.error("mail %d could not be composed (%s)", mail.id, type(exc).__name__)
+            return
+        if composed is None:
+            return
     try:
         await backends.send(backends.message(mail.to, mail.subject, mail.text, mail.html))
     except Exception as exc:  # the mail server refused or is unreachable: try again later, or give up
         attempts = mail.attempts + 1
         if now - mail.created_at >= timedelta(seconds=settings.MAIL_GIVE_UP_AFTER):
             await Mail.filter(id=mail.id).update(
-                attempts=attempts, last_error=type(exc).__name__, failed_at=now, claimed_until=None
+                attempts=attempts,
+                last_error=type(exc).__name__,
+                failed_at=now,
+                claimed_until=None,
+                **BLANK,
             )
             logger.error("mail %d given up after %d attempts (%s)", mail.id, attempts, type(exc).__name__)
         else:
@@ -77,7 +156,7 @@ async def _deliver(mail: Mail, now: datetime) -> None:
                 "mail %d not sent (%s), attempt %d; retrying", mail.id, type(exc).__name__, attempts
             )
         return
-    await Mail.filter(id=mail.id).update(sent_at=now, attempts=mail.attempts + 1, claimed_until=None)
+    await Mail.filter(id=mail.id).update(sent_at=now, attempts=mail.attempts + 1, claimed_until=None, **BLANK)
 
 
 async def send_due(now: datetime | None = None) -> int:
@@ -105,25 +184,36 @@ async def send_due(now: datetime | None = None) -> int:
 # --- the sender task, one per process -----------------------------------------------------------------
 
 _task: asyncio.Task | None = None
+_woken: asyncio.Event | None = None  # made by start(): an Event belongs to the loop that first waits on it
 
 
-async def _run() -> None:
+def wake() -> None:
+    """Have this process's sender look for due mail now (call it after the commit that queued mail)."""
+    if _woken is not None:
+        _woken.set()
+
+
+async def _run(woken: asyncio.Event) -> None:
     while True:
+        woken.clear()
         try:
             await send_due()
         except Exception as exc:  # the database is away: the next round tries again
             logger.error("the mail sender's round failed (%s)", type(exc).__name__)
-        await asyncio.sleep(settings.MAIL_POLL_INTERVAL)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(woken.wait(), settings.MAIL_POLL_INTERVAL)
 
 
 def start() -> None:
-    global _task
+    global _task, _woken
     if settings.MAIL_SENDER:
-        _task = asyncio.get_running_loop().create_task(_run(), name="mail sender")
+        _woken = asyncio.Event()
+        _task = asyncio.get_running_loop().create_task(_run(_woken), name="mail sender")
 
 
 async def stop() -> None:
-    global _task
+    global _task, _woken
+    _woken = None
     if _task is not None:
         _task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

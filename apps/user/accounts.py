@@ -13,9 +13,12 @@ from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
-from apps.user import events, password_policy, passwords, sessions, usernames
+import settings
+from apps.mail import outbox
+from apps.user import events, mails, password_policy, passwords, sessions, usernames
 from apps.user.clients import STAFF, Client
 from apps.user.exceptions import (
+    EmailUnverified,
     InvalidCredentials,
     LastSuperuser,
     NotAllowed,
@@ -37,8 +40,11 @@ async def _taken(username: str | None, email: str | None) -> Taken:
     return Taken(errors=errors or None)
 
 
-async def register(username: str, email: str, password: str, client: Client) -> IssuedTokens:
-    """Create an account and log it in.
+async def register(
+    username: str, email: str, password: str, client: Client
+) -> tuple[User, IssuedTokens | None]:
+    """Create an account, mail a verification link (unless EMAIL_VERIFICATION is none) and log the
+    account in, except with EMAIL_VERIFICATION mandatory: then no session until the address is verified.
 
     No look-up first: the unique indexes decide, so two concurrent registrations cannot both win.
 
@@ -60,12 +66,18 @@ async def register(username: str, email: str, password: str, client: Client) -> 
                 password=password_hash,
             )
             await events.record(events.REGISTERED, user.id, client, at=user.date_joined)
-            return await sessions.start(
-                user, client, checked_password=password_hash, now=user.date_joined, event=None
-            )
+            if settings.EMAIL_VERIFICATION != "none":
+                await mails.queue(mails.verification(user))
+            issued = None
+            if settings.EMAIL_VERIFICATION != "mandatory":
+                issued = await sessions.start(
+                    user, client, checked_password=password_hash, now=user.date_joined, event=None
+                )
     except IntegrityError:
         await usernames.refuse_confusable(username, email)  # a look-alike won the race
         raise await _taken(username, email) from None
+    outbox.wake()
+    return user, issued
 
 
 async def create_user(
@@ -142,78 +154,76 @@ async def login(
 ) -> IssuedTokens:
     """Check the credentials and start a session, unless the account changed in between.
 
+    With EMAIL_VERIFICATION mandatory, the right password to an account whose address is not verified
+    mails a new link instead (only to the account's own address: a caller who knows the password
+    learns nothing else).
+
     Raises:
         InvalidCredentials: wrong credentials, or the account changed since they were checked.
+        EmailUnverified: mandatory verification, and the address is not verified yet.
     """
     user = await authenticate(password, client, email=email, username=username)
+    if settings.EMAIL_VERIFICATION == "mandatory" and not user.email_verified:
+        await mails.queue(mails.verification(user))
+        outbox.wake()
+        raise EmailUnverified()
     return await sessions.start(user, client, checked_password=user.password)
 
 
-async def update_profile(
-    user: User, client: Client, *, username: str | None = None, email: str | None = None
-) -> User:
-    """Change username and/or email.
+async def update_profile(user: User, client: Client, *, username: str | None = None) -> User:
+    """Change the username. (The email changes only through a link mailed to the new address:
+    verification.request_email_change.)
 
     Raises:
-        Taken: the new username or email belongs to another account.
+        Taken: the new username belongs to another account, or looks like one that does.
     """
-    changed = []
-    if username is not None and username != user.username:
-        await usernames.refuse_confusable(username, email, user_id=user.id, current_key=user.username_key)
-        user.username_skeleton = usernames.skeleton_after_rename(user, username)
-        user.username, user.username_key = username, username_key(username)
-        changed += ["username", "username_key", "username_skeleton"]
-    if email is not None and normalize_email(email) != user.email:
-        user.email = normalize_email(email)
-        changed.append("email")
-    if not changed:
+    if username is None or username == user.username:
         return user
+    await usernames.refuse_confusable(username, None, user_id=user.id, current_key=user.username_key)
+    user.username_skeleton = usernames.skeleton_after_rename(user, username)
+    user.username, user.username_key = username, username_key(username)
     try:
         async with sessions.ending() as end:
-            await user.save(update_fields=changed)
-            if "username" in changed:
-                await events.record(events.USERNAME_CHANGED, user.id, client)
-            if "email" in changed:
-                await events.record(events.EMAIL_CHANGED, user.id, client)
-            end.account_changed(user.id)  # request.user shows username and email
+            await user.save(update_fields=["username", "username_key", "username_skeleton"])
+            await events.record(events.USERNAME_CHANGED, user.id, client)
+            end.account_changed(user.id)  # request.user shows the username
     except IntegrityError:
-        await usernames.refuse_confusable(username if "username" in changed else None, email, user_id=user.id)
-        # name only what changed: the account's own, unchanged email is not a conflict
-        raise await _taken(
-            username if "username" in changed else None, email if "email" in changed else None
-        ) from None
+        await usernames.refuse_confusable(username, None, user_id=user.id)
+        raise await _taken(username, None) from None
     return user
 
 
-async def _confirm_password(user: User, password: str, field: str) -> None:
+async def confirm_password(user: User, password: str, field: str) -> None:
+    """The password confirming a sensitive change (an email change, a deletion) is the account's.
+
+    Raises:
+        WrongPassword: it is not.
+    """
     matches, _ = await passwords.verify_password(password, user.password, account=user.id, upgrade=False)
     if not matches:
         raise WrongPassword(field)
 
 
-async def _set_password_hash(
+async def store_password_hash(
     user: User,
     new_hash: str,
     client: Client | None,
     *,
-    expected_hash: str | None,
-    keep_session_id: str | None,
-) -> int:
-    """Store a new hash and end the user's sessions (all but `keep_session_id`) in one transaction.
-
-    With `expected_hash`, only if the stored hash is still the one the caller checked, so that of two
-    concurrent changes confirmed with the same old password, one wins.
+    expected: dict | None,
+    keep_session_id: str | None = None,
+    event: str = events.PASSWORD_CHANGED,
+    also: dict | None = None,
+) -> int | None:
+    """Store a new hash (and the columns in `also`) and end the user's sessions (all but
+    `keep_session_id`), with `event`, in one transaction; returns how many sessions ended. None, and
+    nothing written, if the row no longer has the `expected` values: so of two changes confirmed with
+    the same old state (password, reset link), one wins.
     """
     async with sessions.ending() as end:
-        rows = (
-            User.filter(id=user.id)
-            if expected_hash is None
-            else User.filter(id=user.id, password=expected_hash)
-        )
-        if not await rows.update(password=new_hash):
-            raise WrongPassword("current_password")
-        ended = await end.user_sessions(user.id, events.PASSWORD_CHANGED, except_session_id=keep_session_id)
-        await events.record(events.PASSWORD_CHANGED, user.id, client)
+        if not await User.filter(id=user.id, **(expected or {})).update(password=new_hash, **(also or {})):
+            return None
+        ended = await end.user_sessions(user.id, event, except_session_id=keep_session_id)
+        await events.record(event, user.id, client)
     user.password = new_hash
     return ended
 
@@ -224,17 +234,19 @@ async def change_password(
     """Set a new password and end every other session of the user.
 
     Raises:
-        WrongPassword: `current_password` is wrong.
+        WrongPassword: `current_password` is wrong (or was changed meanwhile).
         WeakPassword: `new_password` breaks the policy.
     """
-    await _confirm_password(user, current_password, "current_password")
+    await confirm_password(user, current_password, "current_password")
     await password_policy.validate(
         new_password, field="new_password", username=user.username, email=user.email
     )
     new_hash = await passwords.hash_password(new_password)
-    await _set_password_hash(
-        user, new_hash, client, expected_hash=user.password, keep_session_id=keep_session_id
+    stored = await store_password_hash(
+        user, new_hash, client, expected={"password": user.password}, keep_session_id=keep_session_id
     )
+    if stored is None:
+        raise WrongPassword("current_password")
 
 
 async def set_password(user: User, new_password: str) -> int:
@@ -245,7 +257,7 @@ async def set_password(user: User, new_password: str) -> int:
     """
     await password_policy.validate(new_password, field="password", username=user.username, email=user.email)
     new_hash = await passwords.hash_password(new_password)
-    return await _set_password_hash(user, new_hash, None, expected_hash=None, keep_session_id=None)
+    return await store_password_hash(user, new_hash, None, expected=None) or 0
 
 
 async def delete_account(user: User, password: str, client: Client) -> None:
@@ -258,7 +270,7 @@ async def delete_account(user: User, password: str, client: Client) -> None:
         WrongPassword: `password` is wrong, or was changed meanwhile.
         LastSuperuser: it is the last active superuser.
     """
-    await _confirm_password(user, password, "password")
+    await confirm_password(user, password, "password")
     await delete_user(user, user, client, expected_password=user.password)
 
 

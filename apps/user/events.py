@@ -28,6 +28,10 @@ ACCOUNT_ACTIVATED = "account_activated"
 PERMISSIONS_CHANGED = "permissions_changed"  # is_staff or is_superuser
 USERNAME_CHANGED = "username_changed"
 EMAIL_CHANGED = "email_changed"
+EMAIL_CHANGE_REQUESTED = "email_change_requested"
+EMAIL_VERIFIED = "email_verified"
+PASSWORD_RESET_REQUESTED = "password_reset_requested"  # noqa: S105
+PASSWORD_RESET = "password_reset"  # noqa: S105
 ACCOUNT_DELETED = "account_deleted"
 
 TYPES = (
@@ -43,6 +47,10 @@ TYPES = (
     PERMISSIONS_CHANGED,
     USERNAME_CHANGED,
     EMAIL_CHANGED,
+    EMAIL_CHANGE_REQUESTED,
+    EMAIL_VERIFIED,
+    PASSWORD_RESET_REQUESTED,
+    PASSWORD_RESET,
     ACCOUNT_DELETED,
 )
 

@@ -85,3 +85,28 @@ class HashingOverloaded(AccountError):
     """The password hashing pool would not get to this check within PASSWORD_HASHER_MAX_WAIT."""
 
     message = "Too many password checks are queued. Retry shortly."
+
+
+class InvalidLink(AccountError):
+    """A mailed link's token that is malformed, tampered with, expired or spent: one answer for all."""
+
+    message = "This link is invalid, expired or already used. Ask for a new one."
+
+
+class EmailUnverified(AccountError):
+    """EMAIL_VERIFICATION is mandatory and the account's address is not verified yet."""
+
+    message = "Verify your email address first: a new link is on its way to it."
+
+
+class NothingToVerify(AccountError):
+    """A verification link was asked for an account whose address is verified, with no change pending."""
+
+    message = "Your email address is already verified and no change is pending."
+
+
+class InvalidInput(AccountError):
+    """A field's value breaks a rule only the account knows (a new email that is the current one)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message, errors=[{"field": field, "message": message}])

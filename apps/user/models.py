@@ -63,6 +63,11 @@ class User(Model):
     # B-tree limit. NULL: a look-alike of an older account that predates the rule (never for new names).
     username_skeleton = fields.CharField(max_length=64, unique=True, null=True)
     email = fields.CharField(max_length=254, unique=True)
+    # The address was proven by a link mailed to it (links.py), or imported as verified from allauth.
+    email_verified = fields.BooleanField(default=False, db_default=False)  # existing rows: unverified
+    # An address asked for by POST /user/me/email: the account's email once its link is used. Not
+    # unique: the unique index on `email` decides when the link is used.
+    pending_email = fields.CharField(max_length=254, null=True)
     password = fields.CharField(max_length=255)
     is_active = fields.BooleanField(default=True)
     is_staff = fields.BooleanField(default=False)

@@ -85,6 +85,11 @@ def _context() -> CryptContext:
 UNUSABLE_PREFIX = "!"
 
 
+def is_unusable(stored: str) -> bool:
+    """Django's `not has_usable_password()`: an account made without a password."""
+    return not stored or stored.startswith(UNUSABLE_PREFIX)
+
+
 def _normalise(password: str) -> str:
     # NFKC, as Django's forms do for usernames and NIST SP 800-63B asks for passwords: the same
     # characters typed on different systems must make the same password.
@@ -108,7 +113,7 @@ _COST_FIELDS = {
 
 def _kind(stored: str) -> str:
     """Name the cost class of a stored hash: its scheme and cost parameters ("unusable", "unknown")."""
-    if not stored or stored.startswith(UNUSABLE_PREFIX):
+    if is_unusable(stored):
         return UNUSABLE
     fields = stored.split("$")
     if fields[0] == "scrypt" and len(fields) == 6:  # scrypt$N$salt$r$p$digest

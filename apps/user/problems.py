@@ -21,6 +21,10 @@ PROBLEMS: dict[type[exceptions.AccountError], tuple[int, str, str, dict[str, str
     exceptions.SessionNotFound: (404, "not_found", "Not found", None),
     exceptions.NotAllowed: (403, "permission_denied", "Permission denied", None),
     exceptions.LastSuperuser: (409, "last_superuser", "Last superuser", None),
+    exceptions.InvalidLink: (400, "invalid_link", "Invalid link", None),
+    exceptions.EmailUnverified: (403, "email_unverified", "Email not verified", None),
+    exceptions.NothingToVerify: (409, "already_verified", "Already verified", None),
+    exceptions.InvalidInput: (422, "validation_error", "Invalid input", None),
     exceptions.HashingOverloaded: (503, "overloaded", "Too busy", {"Retry-After": "1"}),
     exceptions.AccountError: (400, "bad_request", "Bad request", None),
 }
@@ -34,7 +38,9 @@ async def handle_account_error(request: Request, exc: Exception) -> Response:
         if cls in PROBLEMS:
             status, code, title, headers = PROBLEMS[cls]
             break
-    field_error = isinstance(exc, exceptions.WrongPassword | exceptions.WeakPassword)
+    field_error = isinstance(
+        exc, exceptions.WrongPassword | exceptions.WeakPassword | exceptions.InvalidInput
+    )
     detail = "One or more fields are invalid." if field_error else exc.message
     return problem_response(status, code, title, detail, errors=exc.errors, headers=headers)
 

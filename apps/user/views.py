@@ -10,20 +10,27 @@ from apps.core.openapi import operation
 from apps.core.permissions import login_required
 from apps.core.requests import read_json, read_query
 from apps.core.responses import json_response
-from apps.user import accounts, events, queries, sessions
+from apps.user import accounts, events, password_reset, queries, sessions, verification
 from apps.user.clients import client_of
 from apps.user.exceptions import AccountGone, SessionNotFound
 from apps.user.models import User
 from apps.user.schemas import (
+    AcceptedOut,
     AccountDeleteIn,
+    EmailChangeIn,
     EventOut,
     EventPage,
     EventQuery,
+    LinkTokenIn,
     LoginIn,
     PasswordChangeIn,
+    PasswordResetConfirmIn,
+    PasswordResetIn,
     ProfileUpdateIn,
     RefreshIn,
+    RegisteredOut,
     RegisterIn,
+    RegistrationOut,
     SessionList,
     SessionOut,
     TokenPairOut,
@@ -52,22 +59,30 @@ async def _account(request: Request) -> User:
 
 
 @operation(
-    "Create an account and log it in",
+    "Create an account, mail a verification link, and log it in",
     body=RegisterIn,
-    response=TokenPairOut,
+    response=RegistrationOut,
     status=201,
     errors=(409, 503),
     tags=TAGS,
 )
 async def register(request: Request) -> Response:
+    """With EMAIL_VERIFICATION=mandatory the answer is `{"user": ...}` without tokens: log in once the
+    address is verified."""
     data = await read_json(request, RegisterIn)
-    issued = await accounts.register(data.username, data.email, data.password, client_of(request))
+    user, issued = await accounts.register(data.username, data.email, data.password, client_of(request))
+    if issued is None:
+        return json_response(RegisteredOut(user=UserOut.model_validate(user)), 201)
     return _tokens_response(issued, status_code=201)
 
 
-@operation("Log in with email or username", body=LoginIn, response=TokenPairOut, errors=(401, 503), tags=TAGS)
+@operation(
+    "Log in with email or username", body=LoginIn, response=TokenPairOut, errors=(401, 403, 503), tags=TAGS
+)
 async def login(request: Request) -> Response:
-    """Every failure (unknown account, wrong password, inactive account) is the same 401."""
+    """Every failure (unknown account, wrong password, inactive account) is the same 401. With
+    EMAIL_VERIFICATION=mandatory, the right password to an unverified account is 403
+    `email_unverified`, and a new link is mailed."""
     data = await read_json(request, LoginIn)
     issued = await accounts.login(data.password, client_of(request), email=data.email, username=data.username)
     return _tokens_response(issued)
@@ -114,12 +129,13 @@ async def me(request: Request) -> Response:
     return json_response(UserOut.model_validate(profile))
 
 
-@operation("Change username and/or email", body=ProfileUpdateIn, response=UserOut, errors=(409,), tags=TAGS)
+@operation("Change the username", body=ProfileUpdateIn, response=UserOut, errors=(409,), tags=TAGS)
 @login_required
 async def update_me(request: Request) -> Response:
+    """`email` is refused (422): the email changes through POST /user/me/email."""
     data = await read_json(request, ProfileUpdateIn)
     account = await accounts.update_profile(
-        await _account(request), client_of(request), username=data.username, email=data.email
+        await _account(request), client_of(request), username=data.username
     )
     return json_response(UserOut.model_validate(account))
 
@@ -145,6 +161,70 @@ async def change_password(request: Request) -> Response:
         client_of(request),
         keep_session_id=request.user.session_id,
     )
+    return Response(status_code=204)
+
+
+# --- email verification, email change, password reset ----------------------------------------------
+
+
+def _accepted(detail: str) -> Response:
+    return json_response(AcceptedOut(detail=detail), 202)
+
+
+@operation(
+    "Change the email: a link goes to the new address",
+    body=EmailChangeIn,
+    response=AcceptedOut,
+    status=202,
+    errors=(409, 503),
+    tags=TAGS,
+)
+@login_required
+async def change_email(request: Request) -> Response:
+    """Needs the password. The link goes to the new address and a notice to the current one; the
+    email changes only when the link is used (POST /user/email/verify)."""
+    data = await read_json(request, EmailChangeIn)
+    await verification.request_email_change(
+        await _account(request), data.email, data.password, client_of(request)
+    )
+    return _accepted("A link to confirm the change is on its way to the new address.")
+
+
+@operation("Mail a new verification link", response=AcceptedOut, status=202, errors=(409,), tags=TAGS)
+@login_required
+async def send_verification(request: Request) -> Response:
+    """To the pending new address if a change is pending, else to the account's unverified address
+    (409 `already_verified` when there is neither)."""
+    await verification.send_link(await _account(request))
+    return _accepted("A verification link is on its way.")
+
+
+@operation("Use a verification link", body=LinkTokenIn, response=UserOut, errors=(409,), tags=TAGS)
+async def verify_email(request: Request) -> Response:
+    """The token from `{FRONTEND_URL}/verify-email?token=...`. A bad, spent or expired one is 400
+    `invalid_link`; 409 if the new address became another account's meanwhile."""
+    data = await read_json(request, LinkTokenIn)
+    user = await verification.verify(data.token, client_of(request))
+    return json_response(UserOut.model_validate(user))
+
+
+@operation("Ask for a password reset link", body=PasswordResetIn, response=AcceptedOut, status=202, tags=TAGS)
+async def request_password_reset(request: Request) -> Response:
+    """The same answer, in the same time, whether or not an account has the address; the link is
+    mailed only to an account's stored address."""
+    data = await read_json(request, PasswordResetIn)
+    await password_reset.request_reset(data.email, client_of(request))
+    return _accepted("If an account has this address, a link to reset its password is on its way.")
+
+
+@operation(
+    "Set a new password with a reset link", body=PasswordResetConfirmIn, status=204, errors=(503,), tags=TAGS
+)
+async def confirm_password_reset(request: Request) -> Response:
+    """The token from `{FRONTEND_URL}/reset-password?token=...`. Every session of the account ends;
+    nobody is logged in. A bad, spent or expired link is 400 `invalid_link`."""
+    data = await read_json(request, PasswordResetConfirmIn)
+    await password_reset.reset_password(data.token, data.new_password, client_of(request))
     return Response(status_code=204)
 
 

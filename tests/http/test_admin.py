@@ -48,6 +48,7 @@ async def test_list_paginates_searches_and_filters(client, staff):
         "is_active",
         "is_staff",
         "is_superuser",
+        "email_verified",
         "date_joined",
         "last_login",
     }

@@ -261,7 +261,7 @@ async def test_profile_and_permission_changes_are_recorded(client, superuser):
     auth = bearer(reg["access_token"])
     r = await client.patch(
         "/user/me",
-        json={"username": reg["user"]["username"] + "x", "email": "x" + reg["user"]["email"]},
+        json={"username": reg["user"]["username"] + "x"},
         headers=auth,
     )
     assert r.status_code == 200, r.text
@@ -276,12 +276,11 @@ async def test_profile_and_permission_changes_are_recorded(client, superuser):
         f"/admin/users/{uid}", json={"is_active": True}, headers=bearer(superuser["access_token"])
     )
     await client.delete(f"/admin/users/{uid}", headers=bearer(superuser["access_token"]))
-    assert (await types_of(uid))[:6] == [
+    assert (await types_of(uid))[:5] == [
         events.ACCOUNT_DELETED,
         events.ACCOUNT_ACTIVATED,
         events.ACCOUNT_DEACTIVATED,
         events.PERMISSIONS_CHANGED,
-        events.EMAIL_CHANGED,
         events.USERNAME_CHANGED,
     ]
 

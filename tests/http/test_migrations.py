@@ -24,7 +24,9 @@ async def test_migrations_were_applied_by_manage_py(app, backend):
         ("user", "0002_widen_username_key"),
         ("user", "0003_username_skeleton"),
         ("user", "0004_event"),
+        ("user", "0005_email_verification"),
         ("mail", "0001_initial"),
+        ("mail", "0002_deferred_composition"),
     }
 
 

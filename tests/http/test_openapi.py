@@ -13,7 +13,8 @@ from openapi_spec_validator import validate
 import settings
 from app import API_VERSION, create_app
 from apps.core.openapi import openapi_schema
-from apps.user import accounts
+from apps.user import accounts, links
+from apps.user.models import User
 from tests.helpers import PASSWORD, ROOT, bearer, live_server, register, unique
 
 
@@ -125,6 +126,18 @@ async def test_every_response_matches_its_documented_schema(app, document):
         await c.get("/user/me", headers=user_auth)
         await c.get("/user/me")  # 401
         await c.get("/user/verify", headers=user_auth)
+        await c.post("/user/email/verification", headers=user_auth)  # 202
+        account = await User.get(id=reg["user"]["id"])
+        await c.post("/user/email/verify", json={"token": links.make(links.VERIFY, account)})  # 200
+        await c.post("/user/email/verify", json={"token": "spent"})  # 400
+        await c.post("/user/email/verification", headers=user_auth)  # 409: verified, nothing pending
+        await c.post(
+            "/user/me/email",
+            json={"email": f"{unique()}@example.com", "password": PASSWORD},
+            headers=user_auth,
+        )  # 202
+        await c.post("/user/password/reset", json={"email": reg["user"]["email"]})  # 202
+        await c.post("/user/password/reset/confirm", json={"token": "bad", "new_password": PASSWORD})  # 400
         # the login above is a second session of the account
         sessions = (await c.get("/user/sessions", headers=user_auth)).json()
         elsewhere = next(row["id"] for row in sessions if not row["current"])
@@ -160,6 +173,10 @@ async def test_every_response_matches_its_documented_schema(app, document):
         await c.get("/user/events", params={"page_size": "0"}, headers=user_auth)  # 422
         await c.post("/user/logout", headers=user_auth)
         await c.post("/user/logout-all", headers=bearer(victim["access_token"]))
+        reset = links.make(links.RESET, await User.get(id=reg["user"]["id"]))
+        await c.post(
+            "/user/password/reset/confirm", json={"token": reset, "new_password": "Reset-Passw0rd-x"}
+        )  # 204
         other = await register(c)
         await c.request(
             "DELETE", "/user/me", json={"password": PASSWORD}, headers=bearer(other["access_token"])

@@ -18,8 +18,10 @@ async def test_register_returns_token_pair_and_user(client):
     assert set(body) == {"access_token", "refresh_token", "token_type", "expires_in", "user"}
     assert body["token_type"] == "Bearer" and body["expires_in"] == 900
     user = body["user"]
-    assert set(user) == {"id", "username", "email", "is_active", "is_staff", "date_joined", "last_login"}
-    assert user["email"] == f"{name}@example.com"
+    assert set(user) == {
+        "id", "username", "email", "is_active", "is_staff", "email_verified", "date_joined", "last_login"
+    }
+    assert user["email"] == f"{name}@example.com" and user["email_verified"] is False
     assert user["is_active"] is True and user["is_staff"] is False
     assert user["date_joined"].endswith("Z") and user["last_login"] == user["date_joined"]
 
