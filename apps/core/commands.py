@@ -209,6 +209,23 @@ def check_settings(deploy: bool) -> list[tuple[str, str, str]]:
                 "SQLite with DEBUG off: fine on one small host; use PostgreSQL for several workers or hosts.",
             )
         )
+    if settings.EMAIL_BACKEND == "console":
+        issues.append(
+            (
+                "WARNING",
+                "mail.W001",
+                "EMAIL_BACKEND is console: mail (verification and reset links) goes to the server's "
+                "standard output, not to users; set EMAIL_BACKEND=smtp and EMAIL_HOST.",
+            )
+        )
+    if settings.FRONTEND_URL.startswith("http://") and not settings.DEBUG:
+        issues.append(
+            (
+                "WARNING",
+                "mail.W002",
+                "FRONTEND_URL is http://: reset and verification links in mails travel in clear; use https.",
+            )
+        )
     if settings.API_DOCS and not settings.DEBUG:
         issues.append(
             (

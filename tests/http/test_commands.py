@@ -230,6 +230,9 @@ def deploy_check(**env):
         "CORS_ALLOWED_ORIGINS": "https://app.example.com",
         "DATABASE_URL": "postgres://u@db:5432/auth",
         "API_DOCS": "false",
+        "EMAIL_BACKEND": "smtp",
+        "EMAIL_HOST": "smtp.example.com",
+        "FRONTEND_URL": "https://app.example.com",
     }
     clean = {"PATH": os.environ["PATH"], **base, **env}
     return subprocess.run(
@@ -257,6 +260,8 @@ def test_check_deploy_passes_a_sound_configuration():
         ({"CORS_ALLOWED_ORIGINS": "*"}, "settings.E000", 1),
         ({"DATABASE_URL": "sqlite:///tmp/prod.sqlite3"}, "database.W001", 0),
         ({"API_DOCS": "true"}, "security.W002", 0),
+        ({"EMAIL_BACKEND": "console"}, "mail.W001", 0),
+        ({"FRONTEND_URL": "http://app.example.com"}, "mail.W002", 0),
     ],
 )
 def test_check_deploy_flags_each_insecure_setting(env, issue, exit_code):
