@@ -29,10 +29,13 @@ async def send(mail: EmailMessage) -> None:
         aiosmtplib.SMTPException, OSError: the mail server refused or could not be reached.
     """
     if settings.EMAIL_BACKEND == "console":
-        # The whole message, links included: in development they are what one is after. Standard
-        # output, as Django's console backend, not the log: no log line ever holds a token
-        # (`manage.py check --deploy` warns about this backend).
-        sys.stdout.write(f"{mail.as_string()}\n{'-' * 79}\n")
+        # Headers and the text part, decoded (links whole, not quoted-printable): in development the
+        # links are what one is after. Standard output, as Django's console backend, never the log,
+        # where no line may hold a token (`manage.py check --deploy` warns about this backend).
+        body = mail.get_body(("plain",))
+        headers = "".join(f"{name}: {mail[name]}\n" for name in ("From", "To", "Subject"))
+        text = body.get_content() if body is not None else ""
+        sys.stdout.write(f"{'-' * 30} mail (console backend) {'-' * 30}\n{headers}\n{text}\n{'-' * 84}\n")
         sys.stdout.flush()
         return
     await aiosmtplib.send(

@@ -20,12 +20,12 @@ def walkthrough(tool: str) -> str:
     return match.group(1)
 
 
-def run_walkthrough(tool: str, base: str) -> subprocess.CompletedProcess:
+def run_walkthrough(tool: str, base: str, **env: str) -> subprocess.CompletedProcess:
     # the virtualenv's bin first, where `pip install -e ".[dev]"` put httpie; stdin is not a terminal
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     result = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", walkthrough(tool)],
-        env={**os.environ, "BASE": base, "PATH": path},
+        env={**os.environ, "BASE": base, "PATH": path, **env},
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -66,12 +66,12 @@ def test_httpie_walkthrough(server):
     registered, me, patched, refused = bodies
     assert registered["user"]["username"] == "bob" and registered["refresh_token"]
     assert me["email"] == "bob@example.com"  # GET /user/me
-    assert patched["email"] == "bob@example.org"  # PATCH /user/me
+    assert patched["username"] == "bob_b"  # PATCH /user/me
     assert refused["code"] == "invalid_token"  # the logged-out token: 401, exit status 4
     assert "HTTP 401" in result.stderr, result.stderr  # --check-status said so
     # the account is gone: bob's new password no longer logs in
     r = httpx.post(
-        f"{server}/user/login", json={"email": "bob@example.org", "password": "a new long passphrase"}
+        f"{server}/user/login", json={"email": "bob@example.com", "password": "a new long passphrase"}
     )
     assert r.status_code == 401, r.text
 
@@ -85,3 +85,27 @@ def test_sessions_walkthrough(server):
     types = [e["type"] for e in json.loads(lines[3])["results"]]
     assert types[:3] == ["session_revoked", "login", "login"] and types[-1] == "registered", types
     assert lines[4] == "204"  # logged out everywhere
+
+
+@pytest.fixture
+def console_mail_server(tmp_path):
+    """As `make run` serves: the console mail backend, its sender on, mails on standard output."""
+    url = f"sqlite://{tmp_path / 'readme-mail.sqlite3'}"
+    migrate(url)
+    with live_server(url, tmp_path, env={"EMAIL_BACKEND": "console", "MAIL_SENDER": "true"}) as base:
+        yield base
+
+
+def test_mail_walkthrough(console_mail_server, tmp_path):
+    port = console_mail_server.rsplit(":", 1)[1]
+    server_log = tmp_path / f"server-{port}.log"  # where live_server sends the server's output
+    lines = run_walkthrough("mail", console_mail_server, SERVER_LOG=str(server_log)).stdout.splitlines()
+    verified = json.loads(lines[0])
+    assert verified["username"] == "cat" and verified["email_verified"] is True
+    assert json.loads(lines[1])["detail"]  # 202 to the email change
+    changed = json.loads(lines[2])
+    assert (changed["email"], changed["email_verified"]) == ("cat@example.org", True)
+    assert json.loads(lines[3])["detail"]  # 202 to the reset request
+    assert lines[4:] == ["204", "401", "200"]  # reset, the old session refused, the new password logs in
+    log = server_log.read_text()
+    assert log.count("Subject: Confirm your email address") == 1 and "Subject: Reset your password" in log
