@@ -46,7 +46,14 @@ async def session_user(user_id: int, session_id: str) -> AuthenticatedUser | Non
 
 
 PROFILE_FIELDS = (
-    "id", "username", "email", "is_active", "is_staff", "email_verified", "date_joined", "last_login"
+    "id",
+    "username",
+    "email",
+    "is_active",
+    "is_staff",
+    "email_verified",
+    "date_joined",
+    "last_login",
 )
 _profile_sql: dict[str, str] = {}
 

@@ -19,7 +19,14 @@ async def test_register_returns_token_pair_and_user(client):
     assert body["token_type"] == "Bearer" and body["expires_in"] == 900
     user = body["user"]
     assert set(user) == {
-        "id", "username", "email", "is_active", "is_staff", "email_verified", "date_joined", "last_login"
+        "id",
+        "username",
+        "email",
+        "is_active",
+        "is_staff",
+        "email_verified",
+        "date_joined",
+        "last_login",
     }
     assert user["email"] == f"{name}@example.com" and user["email_verified"] is False
     assert user["is_active"] is True and user["is_staff"] is False
