@@ -84,13 +84,17 @@ async def request(name: str, to: str, data: dict) -> Mail:
 
 async def _compose(mail: Mail) -> Mail | None:
     """Turn a requested mail into a composed one (or delete it: nothing to send), in one transaction
-    with whatever the composer writes. The claim (lease) on the row keeps other senders away."""
+    with whatever the composer writes; None when there is nothing to send. Only while the row is
+    still a request: a sender whose lease ran out mid-compose cannot compose it a second time.
+    """
+    compose = _composers[mail.composer]
     async with in_transaction():
-        composed = await _composers[mail.composer](mail.to, mail.data or {}, mail.created_at)
+        composed = await compose(mail.to, mail.data or {}, mail.created_at)
+        still_a_request = Mail.filter(id=mail.id, composer=mail.composer)
         if composed is None:
-            await Mail.filter(id=mail.id).delete()
+            await still_a_request.delete()
             return None
-        await Mail.filter(id=mail.id).update(
+        updated = await still_a_request.update(
             to=composed.to,
             subject=composed.subject,
             text=composed.text,
@@ -98,9 +102,15 @@ async def _compose(mail: Mail) -> Mail | None:
             composer=None,
             data=None,
         )
+        if not updated:
+            raise _ComposedElsewhere()
     mail.to, mail.subject, mail.text, mail.html = composed.to, composed.subject, composed.text, composed.html
     mail.composer = mail.data = None
     return mail
+
+
+class _ComposedElsewhere(Exception):
+    """Another sender composed this request first (rolls this sender's composition back)."""
 
 
 # A sent or given-up mail keeps its address, subject and times; its body can hold a live link.
@@ -123,38 +133,39 @@ async def _claim(mail_id: int, now: datetime) -> Mail | None:
     return await Mail.get(id=mail_id) if taken else None
 
 
+async def _failed(mail: Mail, now: datetime, error: str, *, give_up: bool = False) -> None:
+    """An attempt failed: try again after a backoff, or, past MAIL_GIVE_UP_AFTER (or told to), give
+    the mail up: logged as an error, kept with `failed_at`, its body and request data dropped."""
+    attempts = mail.attempts + 1
+    if give_up or now - mail.created_at >= timedelta(seconds=settings.MAIL_GIVE_UP_AFTER):
+        await Mail.filter(id=mail.id).update(
+            attempts=attempts, last_error=error, failed_at=now, claimed_until=None, data=None, **BLANK
+        )
+        logger.error("mail %d given up after %d attempts (%s)", mail.id, attempts, error)
+        return
+    await Mail.filter(id=mail.id).update(
+        attempts=attempts, last_error=error, send_after=now + _backoff(attempts), claimed_until=None
+    )
+    logger.warning("mail %d not sent (%s), attempt %d; retrying", mail.id, error, attempts)
+
+
 async def _deliver(mail: Mail, now: datetime) -> None:
     if mail.composer is not None:
-        try:
-            composed = await _compose(mail)
-        except Exception as exc:  # the database went away: the lease runs out and a sender tries again
-            logger.error("mail %d could not be composed (%s)", mail.id, type(exc).__name__)
+        if mail.composer not in _composers:  # an app removed, or a row of a newer release: no retry helps
+            await _failed(mail, now, f"no composer {mail.composer!r}", give_up=True)
             return
-        if composed is None:
+        try:
+            if await _compose(mail) is None:
+                return
+        except _ComposedElsewhere:
+            return
+        except Exception as exc:  # a template or database error: counted, retried, given up in time
+            await _failed(mail, now, "compose: " + type(exc).__name__)
             return
     try:
         await backends.send(backends.message(mail.to, mail.subject, mail.text, mail.html))
     except Exception as exc:  # the mail server refused or is unreachable: try again later, or give up
-        attempts = mail.attempts + 1
-        if now - mail.created_at >= timedelta(seconds=settings.MAIL_GIVE_UP_AFTER):
-            await Mail.filter(id=mail.id).update(
-                attempts=attempts,
-                last_error=type(exc).__name__,
-                failed_at=now,
-                claimed_until=None,
-                **BLANK,
-            )
-            logger.error("mail %d given up after %d attempts (%s)", mail.id, attempts, type(exc).__name__)
-        else:
-            await Mail.filter(id=mail.id).update(
-                attempts=attempts,
-                last_error=type(exc).__name__,
-                send_after=now + _backoff(attempts),
-                claimed_until=None,
-            )
-            logger.warning(
-                "mail %d not sent (%s), attempt %d; retrying", mail.id, type(exc).__name__, attempts
-            )
+        await _failed(mail, now, type(exc).__name__)
         return
     await Mail.filter(id=mail.id).update(sent_at=now, attempts=mail.attempts + 1, claimed_until=None, **BLANK)
 

@@ -204,6 +204,11 @@ async def confirm_password(user: User, password: str, field: str) -> None:
         raise WrongPassword(field)
 
 
+# A password change (or reset, or an operator's) cancels a pending email change: it is what the
+# notice tells an owner who did not ask for the change to do (verification.py).
+_CANCEL_EMAIL_CHANGE = {"pending_email": None, "pending_email_at": None}
+
+
 async def store_password_hash(
     user: User,
     new_hash: str,
@@ -213,18 +218,25 @@ async def store_password_hash(
     keep_session_id: str | None = None,
     event: str = events.PASSWORD_CHANGED,
     also: dict | None = None,
+    also_events: tuple[str, ...] = (),
 ) -> int | None:
-    """Store a new hash (and the columns in `also`) and end the user's sessions (all but
-    `keep_session_id`), with `event`, in one transaction; returns how many sessions ended. None, and
-    nothing written, if the row no longer has the `expected` values: so of two changes confirmed with
-    the same old state (password, reset link), one wins.
+    """Store a new hash (and the columns in `also`), cancel a pending email change and end the user's
+    sessions (all but `keep_session_id`), with `event` (and `also_events`), in one transaction;
+    returns how many sessions ended. None, and nothing written, if the row no longer has the
+    `expected` values: so of two changes confirmed with the same old state (password, reset link),
+    one wins.
     """
     async with sessions.ending() as end:
-        if not await User.filter(id=user.id, **(expected or {})).update(password=new_hash, **(also or {})):
+        changed = await User.filter(id=user.id, **(expected or {})).update(
+            password=new_hash, **_CANCEL_EMAIL_CHANGE, **(also or {})
+        )
+        if not changed:
             return None
         ended = await end.user_sessions(user.id, event, except_session_id=keep_session_id)
-        await events.record(event, user.id, client)
+        for kind in (event, *also_events):
+            await events.record(kind, user.id, client)
     user.password = new_hash
+    user.pending_email = user.pending_email_at = None
     return ended
 
 
@@ -384,9 +396,11 @@ async def set_flags(
             return target
         after = {name: changes.get(name, getattr(target, name)) for name in _ADMINISTRATOR}
         _keep_an_administrator(rows, target, remains=all(after.values()))
-        await User.filter(id=target.id).update(**changes)
         if changes.get("is_active") is False:
+            await User.filter(id=target.id).update(**changes, **_CANCEL_EMAIL_CHANGE)
             await end.user_sessions(target.id, "deactivated")
+        else:
+            await User.filter(id=target.id).update(**changes)
         for kind in _flag_events(changes):
             await events.record(kind, target.id, _by(actor, target.id, client), actor_id=_id(actor))
         end.account_changed(target.id)

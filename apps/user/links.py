@@ -6,9 +6,11 @@ that the link is about. Nothing is stored, so a copy of the database holds no li
 link dies by itself the moment that state moves on, which is exactly the contract's "spent":
 
 - a reset link covers the password hash, last_login, the email and is_active: using it (a new hash),
-  a later password change, a later login and a deactivation or email change all spend it;
-- a verification link covers the email, the pending new address and email_verified: using it,
-  requesting another change, or verifying by another link spends it.
+  a later password change, a later login and an email change spend it; it is refused while the
+  account is inactive;
+- a verification link covers the email, the pending new address and when it was asked for,
+  email_verified and is_active: using it, requesting another change (even back to the same address),
+  cancelling it (a password change or reset, a deactivation) or verifying by another link spends it.
 
 Expiry is the time in the token against PASSWORD_RESET_TIMEOUT / EMAIL_VERIFICATION_TIMEOUT. Keys
 rotate like access tokens: SECRET_KEY first, then SECRET_KEY_FALLBACKS.
@@ -62,7 +64,8 @@ def state(purpose: str, user: User) -> tuple:
     if purpose == RESET:
         last_login = user.last_login.isoformat() if user.last_login else ""
         return (user.password, last_login, user.email, user.is_active)
-    return (user.email, user.pending_email or "", user.email_verified)
+    pending_at = user.pending_email_at.isoformat() if user.pending_email_at else ""
+    return (user.email, user.pending_email or "", pending_at, user.email_verified, user.is_active)
 
 
 def _mac(key: str, purpose: str, user_id: int, made_at: int, account_state: tuple) -> str:

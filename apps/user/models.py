@@ -68,6 +68,9 @@ class User(Model):
     # An address asked for by POST /user/me/email: the account's email once its link is used. Not
     # unique: the unique index on `email` decides when the link is used.
     pending_email = fields.CharField(max_length=254, null=True)
+    # When it was asked for: a verification link covers it, so a link for an address asked for earlier
+    # (then replaced, then asked for again) does not come back to life.
+    pending_email_at = fields.DatetimeField(null=True)
     password = fields.CharField(max_length=255)
     is_active = fields.BooleanField(default=True)
     is_staff = fields.BooleanField(default=False)

@@ -4,7 +4,9 @@ The request must answer alike, in body and in time, whether or not an account ha
 looks nothing up: it queues one outbox row for any address (outbox.request) and answers 202; the
 mail sender composes it (`_compose`, below), in its own transaction, after the answer: only then is
 the address looked up, the event recorded and the link made, or the row dropped when no active
-account with a usable password has the address (as Django's PasswordResetForm does).
+account has the address. Unlike Django's PasswordResetForm, an account without a usable password
+gets its link too: the Django import gives one to people whose old hash cannot be verified here,
+and tells them to reset.
 
 The link (links.py, Django's PasswordResetTokenGenerator design) covers the password hash, last_login,
 email and is_active: using it, a later password change or login spends it, and it expires
@@ -36,7 +38,7 @@ async def request_reset(email: str, client: Client) -> None:
 @outbox.composer(COMPOSER)
 async def _compose(address: str, data: dict, requested_at: datetime) -> outbox.Composed | None:
     user = await User.get_or_none(email=address)
-    if user is None or not user.is_active or passwords.is_unusable(user.password):
+    if user is None or not user.is_active:
         return None
     client = Client(user_agent=data.get("user_agent") or "", ip_address=data.get("ip_address"))
     await events.record(events.PASSWORD_RESET_REQUESTED, user.id, client, at=requested_at)
@@ -60,7 +62,6 @@ async def reset_password(token: str, new_password: str, client: Client) -> None:
         new_password, field="new_password", username=user.username, email=user.email
     )
     new_hash = await passwords.hash_password(new_password)
-    was_verified = user.email_verified
     # stored only if the account is still in the state the link covered (a use, login or change
     # that committed during the hashing spent it)
     stored = await accounts.store_password_hash(
@@ -70,8 +71,7 @@ async def reset_password(token: str, new_password: str, client: Client) -> None:
         expected={field: getattr(user, field) for field in ("password", "last_login", "email", "is_active")},
         event=events.PASSWORD_RESET,
         also={"email_verified": True},
+        also_events=() if user.email_verified else (events.EMAIL_VERIFIED,),
     )
     if stored is None:
         raise InvalidLink()
-    if not was_verified:
-        await events.record(events.EMAIL_VERIFIED, user.id, client)

@@ -23,7 +23,7 @@ from tortoise.transactions import in_transaction
 import settings
 from apps.user import events, revocation, tokens
 from apps.user.clients import Client
-from apps.user.exceptions import InvalidCredentials, InvalidRefreshToken
+from apps.user.exceptions import EmailUnverified, InvalidCredentials, InvalidRefreshToken
 from apps.user.models import RefreshToken, Session, User
 
 
@@ -127,6 +127,10 @@ async def rotate(refresh_token: str, client: Client, *, now: datetime | None = N
             # idle expiry and the absolute lifetime (in case SESSION_MAX_LIFETIME was lowered since)
             live = session.expires_at > now and _expiry(session.created_at, now) > now
             if live and session.revoked_at is None and user.is_active:
+                if settings.EMAIL_VERIFICATION == "mandatory" and not user.email_verified:
+                    # a session from before verification became mandatory: no new tokens until the
+                    # address is verified (rolled back: the refresh token works again after that)
+                    raise EmailUnverified()
                 session.last_used_at = now
                 session.expires_at = _expiry(session.created_at, now)
                 session.ip_address = client.ip_address

@@ -4,10 +4,14 @@ An email change is a pending address (`User.pending_email`) until a link mailed 
 current address gets a notice without a link, at the request and again once the change is made.
 The address changes, and is verified, in one conditional UPDATE on the state the link covered
 (links.py), so a link counts once, and the unique index on `email` decides, at that moment, between
-two accounts confirming the same new address.
+two accounts confirming the same new address. A password change or reset and a deactivation cancel a
+pending change (accounts.py): the notice tells the owner who did not ask for it to change the
+password, and that must stop whoever asked.
 """
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
@@ -45,11 +49,16 @@ async def verify(token: str, client: Client) -> User:
     if link is None or not links.fresh(links.VERIFY, link):
         raise InvalidLink()
     user = await User.get_or_none(id=link.user_id)
-    if user is None or not links.matches(links.VERIFY, link, user):
+    if user is None or not user.is_active or not links.matches(links.VERIFY, link, user):
         raise InvalidLink()
     # the state the link covered: if another use or change committed since, this matches nothing
     unchanged = User.filter(
-        id=user.id, email=user.email, pending_email=user.pending_email, email_verified=user.email_verified
+        id=user.id,
+        email=user.email,
+        pending_email=user.pending_email,
+        pending_email_at=user.pending_email_at,
+        email_verified=user.email_verified,
+        is_active=True,
     )
     if user.pending_email is None:
         async with in_transaction():
@@ -61,7 +70,9 @@ async def verify(token: str, client: Client) -> User:
     old_address, user.email = user.email, user.pending_email
     try:
         async with sessions.ending() as end:
-            if not await unchanged.update(email=user.email, pending_email=None, email_verified=True):
+            if not await unchanged.update(
+                email=user.email, pending_email=None, pending_email_at=None, email_verified=True
+            ):
                 raise InvalidLink()
             await events.record(events.EMAIL_CHANGED, user.id, client)
             await mails.queue(mails.email_changed(user, old_address))
@@ -69,7 +80,7 @@ async def verify(token: str, client: Client) -> User:
     except IntegrityError:
         raise Taken(errors=[_EMAIL_TAKEN]) from None
     outbox.wake()
-    user.pending_email, user.email_verified = None, True
+    user.pending_email, user.pending_email_at, user.email_verified = None, None, True
     return user
 
 
@@ -90,9 +101,13 @@ async def request_email_change(user: User, new_email: str, password: str, client
     if await User.filter(email=new_email).exclude(id=user.id).exists():
         raise Taken(errors=[_EMAIL_TAKEN])
     async with in_transaction():
-        if not await User.filter(id=user.id, password=user.password).update(pending_email=new_email):
+        asked_at = datetime.now(UTC)
+        changed = await User.filter(id=user.id, password=user.password, is_active=True).update(
+            pending_email=new_email, pending_email_at=asked_at
+        )
+        if not changed:
             raise WrongPassword("password")
-        user.pending_email = new_email
+        user.pending_email, user.pending_email_at = new_email, asked_at
         await events.record(events.EMAIL_CHANGE_REQUESTED, user.id, client)
         await mails.queue(mails.verification(user))
         await mails.queue(mails.email_change_requested(user, new_email))

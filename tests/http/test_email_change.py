@@ -133,3 +133,67 @@ async def test_two_accounts_confirming_one_address_at_once_leave_one_winner(clie
     answers = await asyncio.gather(*[client.post("/user/email/verify", json={"token": t}) for t in tokens])
     assert sorted(r.status_code for r in answers) == [200, 409], [r.text for r in answers]
     assert await User.filter(email=new).count() == 1
+
+
+async def test_a_password_change_a_reset_or_a_deactivation_cancels_a_pending_change(
+    client, mailbox, superuser
+):
+    """Whoever knows the password asks to move the account to their address; the owner, warned by the
+    notice, changes the password (or resets it, or the staff deactivate the account): the attacker's
+    link must be dead, or it would hand them the account."""
+
+    async def attacked():
+        account = await register(client)
+        evil = new_address()
+        assert (await ask(client, account, evil)).status_code == 202
+        await mailbox.deliver()
+        return account, link_token(mailbox.last_text(evil))
+
+    account, token = await attacked()
+    r = await client.post(
+        "/user/me/password",
+        json={"current_password": PASSWORD, "new_password": "Owner-took-it-back-1"},
+        headers=bearer(account["access_token"]),
+    )
+    assert r.status_code == 204
+    assert_problem(await client.post("/user/email/verify", json={"token": token}), 400, "invalid_link")
+    assert (await User.get(id=account["user"]["id"])).pending_email is None
+
+    account, token = await attacked()
+    await client.post("/user/password/reset", json={"email": account["user"]["email"]})
+    await mailbox.deliver()
+    from tests.http.test_password_reset import reset_token
+
+    reset = reset_token(mailbox.last_text(account["user"]["email"]))
+    r = await client.post(
+        "/user/password/reset/confirm", json={"token": reset, "new_password": "Owner-reset-it-1"}
+    )
+    assert r.status_code == 204
+    assert_problem(await client.post("/user/email/verify", json={"token": token}), 400, "invalid_link")
+
+    account, token = await attacked()
+    uid = account["user"]["id"]
+    staff = bearer(superuser["access_token"])
+    assert (
+        await client.patch(f"/admin/users/{uid}", json={"is_active": False}, headers=staff)
+    ).status_code == 200
+    assert_problem(await client.post("/user/email/verify", json={"token": token}), 400, "invalid_link")
+    assert (
+        await client.patch(f"/admin/users/{uid}", json={"is_active": True}, headers=staff)
+    ).status_code == 200
+    assert_problem(await client.post("/user/email/verify", json={"token": token}), 400, "invalid_link")
+    assert (await User.get(id=uid)).email == account["user"]["email"]
+
+
+async def test_a_replaced_link_stays_dead_when_the_same_address_is_asked_for_again(client, mailbox):
+    account = await register(client)
+    b, c = new_address(), new_address()
+    await ask(client, account, b)
+    await mailbox.deliver()
+    first = link_token(mailbox.last_text(b))
+    await ask(client, account, c)
+    await ask(client, account, b)
+    assert_problem(await client.post("/user/email/verify", json={"token": first}), 400, "invalid_link")
+    await mailbox.deliver()
+    r = await client.post("/user/email/verify", json={"token": link_token(mailbox.last_text(b))})
+    assert r.status_code == 200 and r.json()["email"] == b

@@ -197,3 +197,22 @@ async def test_a_sent_mail_keeps_no_usable_link_in_the_outbox(client, mailbox):
     sent = await Mail.get(id=queued.id)
     assert sent.sent_at is not None and sent.text == "" and sent.html is None
     assert sent.subject == "Confirm your email address"  # who got what, and when, stays
+
+
+async def test_mandatory_refuses_new_tokens_to_sessions_of_unverified_accounts(client, mailbox, monkeypatch):
+    """Sessions opened while verification was optional (or before it existed) get no new tokens once it
+    is mandatory, until the address is verified; the refresh token is not spent by the refusal."""
+    account = await register(client)
+    monkeypatch.setattr(settings, "EMAIL_VERIFICATION", "mandatory")
+    refresh = {"refresh_token": account["refresh_token"]}
+    assert_problem(await client.post("/user/refresh-token", json=refresh), 403, "email_unverified")
+    token = await mailed_token(mailbox, account["user"]["email"])
+    assert (await client.post("/user/email/verify", json={"token": token})).status_code == 200
+    assert (await client.post("/user/refresh-token", json=refresh)).status_code == 200
+
+
+async def test_an_inactive_account_cannot_verify(client, mailbox):
+    account = await register(client)
+    token = await mailed_token(mailbox, account["user"]["email"])
+    await User.filter(id=account["user"]["id"]).update(is_active=False)
+    assert_problem(await client.post("/user/email/verify", json={"token": token}), 400, "invalid_link")

@@ -81,3 +81,35 @@ async def test_concurrent_senders_send_each_mail_once(client, mailbox):
     await asyncio.gather(*[outbox.send_due() for _ in range(4)])
     received = sorted(m["To"] for m in mailbox.messages if m["To"].startswith(tag))
     assert received == sorted(f"{tag}-{i}@example.com" for i in range(12))
+
+
+async def test_a_composer_that_fails_is_retried_with_backoff_and_given_up_in_time(client, caplog):
+    await Mail.filter(sent_at=None, failed_at=None).delete()
+    calls = []
+
+    @outbox.composer("test_broken")
+    async def broken(to, data, requested_at):
+        calls.append(to)
+        raise RuntimeError("a template bug")
+
+    mail = await outbox.request("test_broken", f"{unique()}@example.com", {})
+    await outbox.send_due()
+    retried = await Mail.get(id=mail.id)
+    assert retried.attempts == 1 and retried.send_after > retried.created_at and retried.failed_at is None
+    assert retried.last_error == "compose: RuntimeError" and retried.claimed_until is None
+    later = mail.created_at + timedelta(seconds=settings.MAIL_GIVE_UP_AFTER + 1)
+    with caplog.at_level(logging.ERROR, logger="apps.mail"):
+        await outbox.send_due(now=later)
+    given_up = await Mail.get(id=mail.id)
+    assert given_up.failed_at is not None and given_up.attempts == 2 and given_up.data is None
+    assert f"mail {mail.id} given up" in caplog.text and len(calls) == 2
+
+
+async def test_a_request_no_composer_knows_is_given_up_at_once(client, caplog):
+    await Mail.filter(sent_at=None, failed_at=None).delete()
+    mail = await outbox.request("from_a_newer_release", f"{unique()}@example.com", {"x": 1})
+    with caplog.at_level(logging.ERROR, logger="apps.mail"):
+        await outbox.send_due()
+    given_up = await Mail.get(id=mail.id)
+    assert given_up.failed_at is not None and given_up.sent_at is None
+    assert "no composer" in given_up.last_error and f"mail {mail.id} given up" in caplog.text
