@@ -10,6 +10,7 @@ changepassword <user>   set a user's password; ends their sessions
 shell                   asyncio REPL with the database connected and the models imported
 clearsessions           delete ended and expired sessions
 clearevents             delete history events older than EVENT_RETENTION_DAYS
+clearmail [--days N]    delete outbox rows sent or given up more than N (30) days ago
 check [--deploy]        inspect the settings for problems
 import_django_users     import a Django project's users, passwords included
 """
@@ -24,6 +25,7 @@ import sys
 from apps.core import commands as core_commands
 from apps.core.commands import CommandError
 from apps.core.exceptions import ImproperlyConfigured
+from apps.mail import commands as mail_commands
 from apps.user import commands as user_commands
 
 
@@ -34,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="<command>", required=True)
     core_commands.register(commands)
     user_commands.register(commands)
+    mail_commands.register(commands)
     return parser
 
 

@@ -192,6 +192,12 @@ async def send_due(now: datetime | None = None) -> int:
     return taken
 
 
+async def prune(*, days: int, now: datetime | None = None) -> int:
+    """Delete the rows of mail sent or given up more than `days` ago (manage.py clearmail)."""
+    cutoff = (now or _now()) - timedelta(days=days)
+    return await Mail.filter(Q(sent_at__lt=cutoff) | Q(failed_at__lt=cutoff)).delete()
+
+
 # --- the sender task, one per process -----------------------------------------------------------------
 
 _task: asyncio.Task | None = None

@@ -4,6 +4,9 @@ down, given up loudly after MAIL_GIVE_UP_AFTER, and sent once however many sende
 
 import asyncio
 import logging
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,7 +15,7 @@ from tortoise.transactions import in_transaction
 import settings
 from apps.mail import outbox
 from apps.mail.models import Mail
-from tests.helpers import unique
+from tests.helpers import ROOT, unique
 
 
 async def test_a_mail_exists_only_if_its_transaction_commits(client):
@@ -113,3 +116,24 @@ async def test_a_request_no_composer_knows_is_given_up_at_once(client, caplog):
     given_up = await Mail.get(id=mail.id)
     assert given_up.failed_at is not None and given_up.sent_at is None
     assert "no composer" in given_up.last_error and f"mail {mail.id} given up" in caplog.text
+
+
+async def test_clearmail_deletes_only_mail_sent_or_given_up_before_the_cutoff(client, database_url):
+    now = datetime.now(UTC)
+    old, recent, waiting = [await outbox.queue(f"{unique()}@example.com", "x", "y") for _ in range(3)]
+    await Mail.filter(id=old.id).update(sent_at=now - timedelta(days=31))
+    await Mail.filter(id=recent.id).update(failed_at=now - timedelta(days=1))
+    gone = await outbox.queue(f"{unique()}@example.com", "x", "y")
+    await Mail.filter(id=gone.id).update(failed_at=now - timedelta(days=40))
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "manage.py", "clearmail", "--days", "30"],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Deleted 2 mail(s)" in result.stdout
+    ids = [old.id, recent.id, waiting.id, gone.id]
+    assert set(await Mail.filter(id__in=ids).values_list("id", flat=True)) == {recent.id, waiting.id}
