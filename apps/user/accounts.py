@@ -477,6 +477,8 @@ async def import_accounts(creates: list[dict], updates: list[tuple[int, dict]]) 
                 await end.user_sessions(user_id, "changed_by_import")
             if "password" in changed:
                 await events.record(events.PASSWORD_CHANGED, user_id, None)
+            if changed.get("email_verified") is True:  # allauth verified it since the last import
+                await events.record(events.EMAIL_VERIFIED, user_id, None)
             for kind in _flag_events({k: v for k, v in changed.items() if k in _ADMINISTRATOR}):
                 await events.record(kind, user_id, None)
             end.account_changed(user_id)

@@ -19,12 +19,19 @@ Usernames that are look-alikes (usernames.py) of an account here or of a Django 
 are imported, since they are existing people with existing names, but without a skeleton: only the
 first holder reserves it against new registrations (as migration 0003 does), and they are counted.
 
+Verified emails come from django-allauth when the source has its `account_emailaddress` table (or,
+in a dump, its `account.emailaddress` records): an account is imported verified when allauth has a
+verified row of that user for the very address imported as its email, compared after normalisation;
+another verified address of theirs proves nothing about this one. Without allauth, Django never
+proved an address, so everyone comes over unverified. On re-import see `_email_verified`.
+
 Large user bases: the source is read twice, in batches of BATCH_SIZE by id (keyset pagination on the
 Django database, a streaming parse of the dumpdata file). The first pass keeps only 16-byte digests
 of each normalised username and email, to find the users Django has as two and this service would
 have as one; the second decides and writes batch by batch, each batch in its own transaction
 (accounts.import_accounts), printing progress as it goes. Memory is a few dozen bytes per user plus
-one batch.
+one batch. allauth's verified addresses are read with each batch, by the batch's id range; a dump's
+are gathered once beforehand, as 16-byte digests, since they can sit anywhere in the file.
 """
 
 from __future__ import annotations
@@ -80,6 +87,8 @@ class DjangoUser:
     is_superuser: bool
     date_joined: datetime
     last_login: datetime | None
+    # allauth verified the address imported as the account's email (filled in by the source)
+    email_verified: bool = False
 
 
 @dataclass
@@ -90,6 +99,9 @@ class Report:
     skipped: dict[int, str] = field(default_factory=dict)  # Django id -> reason
     unverifiable: dict[int, str] = field(default_factory=dict)  # Django id -> "username (hasher)"
     look_alikes: int = 0  # imported without a skeleton of their own: see the module's docstring
+    has_email_addresses: bool = False  # the source has allauth's email addresses
+    imported_verified: int = 0
+    updated_to_verified: int = 0
 
     @property
     def total(self) -> int:
@@ -116,6 +128,16 @@ class Report:
             lines += [
                 f"  Django user id {django_id}: {who}" for django_id, who in sorted(self.unverifiable.items())
             ]
+        if not self.has_email_addresses:
+            lines.append(
+                "No allauth email addresses (account_emailaddress) in the source: no email"
+                f" {verb or 'is '}imported as verified"
+            )
+        else:
+            lines.append(
+                f"{self.imported_verified} {verb}imported and {self.updated_to_verified} {verb}updated"
+                " with their email verified (allauth)"
+            )
         if self.look_alikes:
             lines.append(
                 f"{self.look_alikes} {verb}imported with usernames that look like another account's"
@@ -148,6 +170,33 @@ def _row(values: dict) -> DjangoUser:
 
 
 QUERY = f"SELECT {', '.join(FIELDS)} FROM auth_user WHERE id > $1 ORDER BY id LIMIT $2"  # noqa: S608
+# allauth's verified addresses of one batch of users (ids $1 to $2: keyset batches are id ranges)
+VERIFIED_ADDRESSES_QUERY = (
+    "SELECT user_id, email FROM account_emailaddress WHERE verified AND user_id BETWEEN $1 AND $2"
+)
+
+
+def _address_key(user: int | list[str], email: str) -> bytes:
+    """One of allauth's verified addresses as 16 bytes: the Django user by id, or by natural key
+    ([username], which `dumpdata --natural-foreign` writes), and the address normalised, as the
+    account's email is, so that allauth's spelling and auth_user's compare equal."""
+    return _digest(f"{json.dumps(user)} {email}")
+
+
+def _address_keys(rows) -> set[bytes]:
+    """The keys of the rows of VERIFIED_ADDRESSES_QUERY."""
+    return {_address_key(row["user_id"], normalize_email(row["email"])) for row in rows}
+
+
+def _mark_verified(batch: list[DjangoUser], verified_addresses: set[bytes]) -> None:
+    if not verified_addresses:
+        return
+    for user in batch:
+        email = normalize_email(user.email)
+        user.email_verified = (
+            _address_key(user.id, email) in verified_addresses
+            or _address_key([user.username], email) in verified_addresses
+        )
 
 
 def sqlite_path(database_url: str) -> str:
@@ -174,7 +223,12 @@ def _verifiable(stored: str) -> bool:
 
 
 class Source(Protocol):
-    """Django's users in id order, read in batches; each call to `batches` reads them anew."""
+    """Django's users in id order, read in batches, each user's `email_verified` read from allauth's
+    addresses, if `has_email_addresses` (known once `batches` has begun); each call to `batches`
+    reads them anew. The survey reads the addresses too, though it has no use for them: a source
+    whose addresses cannot be read then fails before anything is written."""
+
+    has_email_addresses: bool
 
     def batches(self, size: int) -> AsyncIterator[list[DjangoUser]]: ...
 
@@ -182,6 +236,7 @@ class Source(Protocol):
 class SQLiteSource(Source):
     def __init__(self, path: str) -> None:
         self.path = path
+        self.has_email_addresses = False
 
     def _connect(self) -> sqlite3.Connection:
         if not Path(self.path).exists():
@@ -194,40 +249,67 @@ class SQLiteSource(Source):
     async def batches(self, size: int) -> AsyncIterator[list[DjangoUser]]:
         connection = await asyncio.to_thread(self._connect)
         query = QUERY.replace("$1", "?").replace("$2", "?")
+        addresses_query = VERIFIED_ADDRESSES_QUERY.replace("$1", "?").replace("$2", "?")
         try:
+            self.has_email_addresses = bool(
+                await asyncio.to_thread(
+                    _fetch,
+                    connection,
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'account_emailaddress'",
+                )
+            )
             last_id = 0
             while rows := await asyncio.to_thread(_fetch, connection, query, last_id, size):
-                yield [_row(dict(row)) for row in rows]
+                batch = [_row(dict(row)) for row in rows]
+                if self.has_email_addresses:
+                    addresses = await asyncio.to_thread(
+                        _fetch, connection, addresses_query, batch[0].id, batch[-1].id
+                    )
+                    _mark_verified(batch, _address_keys(addresses))
+                yield batch
                 last_id = rows[-1]["id"]
         finally:
             connection.close()
 
 
-def _fetch(connection: sqlite3.Connection, query: str, last_id: int, size: int) -> list[sqlite3.Row]:
-    return connection.execute(query, (last_id, size)).fetchall()
+def _fetch(connection: sqlite3.Connection, query: str, *parameters) -> list[sqlite3.Row]:
+    return connection.execute(query, parameters).fetchall()
 
 
 class PostgresSource(Source):
     def __init__(self, database_url: str) -> None:
         self.database_url = database_url.replace("postgres://", "postgresql://", 1)
+        self.has_email_addresses = False
 
     async def batches(self, size: int) -> AsyncIterator[list[DjangoUser]]:
         connection = await asyncpg.connect(self.database_url)
         try:
+            # to_regclass finds the table as the unqualified name in the query will: through search_path
+            self.has_email_addresses = await connection.fetchval(
+                "SELECT to_regclass('account_emailaddress') IS NOT NULL"
+            )
             last_id = 0
             while rows := await connection.fetch(QUERY, last_id, size):
-                yield [_row(dict(row)) for row in rows]
+                batch = [_row(dict(row)) for row in rows]
+                if self.has_email_addresses:
+                    addresses = await connection.fetch(VERIFIED_ADDRESSES_QUERY, batch[0].id, batch[-1].id)
+                    _mark_verified(batch, _address_keys(addresses))
+                yield batch
                 last_id = rows[-1]["id"]
         finally:
             await connection.close()
 
 
 class DumpdataSource(Source):
-    """The JSON of `manage.py dumpdata auth.user` (other models in the file are ignored), parsed as a
-    stream: one record in memory at a time, however large the file."""
+    """The JSON of `manage.py dumpdata auth.user` (with `account.emailaddress`, allauth's verified
+    addresses; other models in the file are ignored), parsed as a stream: one record in memory at a
+    time, however large the file. The verified addresses, which may come before or after their users,
+    are gathered by a pass of their own, once, as digests (_address_key)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.has_email_addresses = False
+        self._verified_addresses: set[bytes] | None = None
 
     def _records(self) -> Iterator[dict]:
         decoder = json.JSONDecoder()
@@ -256,12 +338,25 @@ class DumpdataSource(Source):
                     raise ValueError(f"{self.path} holds something other than dumpdata records")
                 yield record
 
+    def _gather_verified_addresses(self) -> set[bytes]:
+        verified = set()
+        for record in self._records():
+            if record.get("model") == "account.emailaddress":
+                self.has_email_addresses = True
+                address = record["fields"]
+                if address["verified"]:
+                    verified.add(_address_key(address["user"], normalize_email(address["email"])))
+        return verified
+
     async def batches(self, size: int) -> AsyncIterator[list[DjangoUser]]:
+        if self._verified_addresses is None:
+            self._verified_addresses = await asyncio.to_thread(self._gather_verified_addresses)
         records = await asyncio.to_thread(self._records)
         while True:
             batch = await asyncio.to_thread(_take_users, records, size)
             if not batch:
                 return
+            _mark_verified(batch, self._verified_addresses)
             yield batch
 
 
@@ -380,7 +475,18 @@ async def import_users(
         done += len(batch)
         if progress is not None:
             progress(done, plan.total)
+    report.has_email_addresses = source.has_email_addresses
     return report
+
+
+def _email_verified(user: DjangoUser, current: User, email: str) -> bool:
+    """An updated account's email_verified. Verification is knowledge about one address: allauth can
+    add it, and an address that stays the account's keeps it whatever the source says, since a link
+    used here is more recent than the source (as a hash upgraded or a login made here is) and a
+    source without allauth knows nothing either way; re-importing must not lock people out under
+    EMAIL_VERIFICATION=mandatory. A new address is verified only if allauth verified it. To unverify
+    an address, do it here."""
+    return user.email_verified or (current.email_verified and current.email == email)
 
 
 async def _decide(batch: list[DjangoUser], report: Report) -> tuple[list[dict], list[tuple[int, dict]]]:
@@ -421,9 +527,11 @@ async def _decide(batch: list[DjangoUser], report: Report) -> tuple[list[dict], 
             "is_superuser": user.is_superuser,
             "date_joined": user.date_joined,
             "last_login": user.last_login,
+            "email_verified": user.email_verified,
         }
         if current is None:
             report.imported.append(user.id)
+            report.imported_verified += user.email_verified
             skeleton = skeletons[user.id]
             if skeleton in held:  # a look-alike of an account here or of an earlier Django user
                 report.look_alikes += 1
@@ -444,9 +552,11 @@ async def _decide(batch: list[DjangoUser], report: Report) -> tuple[list[dict], 
             values["password"] = password
         if current.last_login and (user.last_login is None or current.last_login >= user.last_login):
             del values["last_login"]
+        values["email_verified"] = _email_verified(user, current, email)
         changed = {name: value for name, value in values.items() if _differs(getattr(current, name), value)}
         if changed:
             report.updated.append(user.id)
+            report.updated_to_verified += changed.get("email_verified") is True
             updates.append((current.id, changed))
         else:
             report.unchanged.append(user.id)

@@ -1,10 +1,15 @@
-"""Issue 4, point 2: a Django user base moves over with one command and keeps its passwords.
+"""Issue 4, point 2: a Django user base moves over with one command and keeps its passwords; and
+issue 8, point 2: allauth's verified addresses come with it.
 
 The hashes are made by Django itself, into a real Django auth_user table (SQLite, and PostgreSQL
-when TEST_DATABASE_URL is set), with every hasher in Django's default PASSWORD_HASHERS.
+when TEST_DATABASE_URL is set), with every hasher in Django's default PASSWORD_HASHERS. allauth is
+not installed: its `account_emailaddress` table is made by Django's schema editor from a model with
+allauth's fields, which is what allauth's own migration makes.
 """
 
 import asyncio
+import functools
+import itertools
 import json
 import os
 import sqlite3
@@ -16,7 +21,7 @@ import uuid
 import asyncpg
 import pytest
 
-from apps.user.models import User
+from apps.user.models import Event, User
 from tests.helpers import ROOT, assert_problem, bearer, postgres_url_for
 
 HASHERS = ["pbkdf2_sha256", "pbkdf2_sha1", "argon2", "bcrypt_sha256", "scrypt"]
@@ -53,37 +58,104 @@ def build_django_users(alias: str) -> None:
     users.create_user("djstaff", "djstaff@example.com", "djstaff-password", is_staff=True)
 
 
+@functools.cache
+def allauth_email_address():
+    """allauth's EmailAddress model (allauth/account/models.py), its fields and table; made once
+    Django is set up, as a model class needs its settings."""
+    from django.contrib.auth.models import User as DjangoUser
+    from django.db import models
+
+    class EmailAddress(models.Model):
+        user = models.ForeignKey(DjangoUser, on_delete=models.CASCADE)
+        email = models.EmailField(max_length=254)
+        verified = models.BooleanField(default=False)
+        primary = models.BooleanField(default=False)
+
+        class Meta:
+            app_label = "account"
+            db_table = "account_emailaddress"
+
+    return EmailAddress
+
+
+AllauthAddress = tuple[str, bool, bool]  # email, verified, primary
+# username -> (email in auth_user, allauth's addresses of that user)
+ALLAUTH_USERS: dict[str, tuple[str, list[AllauthAddress]]] = {
+    # allauth keeps its own spelling of the address: compared after normalisation
+    "aa_verified": ("AA.Verified@Example.COM", [("aa.verified@example.com", True, True)]),
+    "aa_unverified": ("aa_unverified@example.com", [("aa_unverified@example.com", False, True)]),
+    # a verified address that is not the account's email proves nothing about the email
+    "aa_other": (
+        "aa_other@example.com",
+        [("aa_other@example.com", False, True), ("aa_other_second@example.com", True, False)],
+    ),
+    "aa_norow": ("aa_norow@example.com", []),
+    "aa_later": ("aa_later@example.com", [("aa_later@example.com", False, True)]),
+    "aa_mover": ("aa_mover@example.com", [("aa_mover@example.com", True, True)]),
+}
+ALLAUTH_VERIFIED = {"aa_verified", "aa_mover"}
+
+
+def build_allauth_users(alias: str) -> None:
+    """A Django project with allauth: auth_user by Django's migrate, account_emailaddress by Django's
+    schema editor, the users and their addresses by Django's model layer."""
+    from django.contrib.auth.models import User as DjangoUser
+    from django.core.management import call_command
+    from django.db import connections
+
+    call_command("migrate", "auth", database=alias, verbosity=0)
+    email_address = allauth_email_address()
+    with connections[alias].schema_editor() as editor:
+        editor.create_model(email_address)
+    for username, (email, addresses) in ALLAUTH_USERS.items():
+        user = DjangoUser.objects.db_manager(alias).create_user(username, email, f"{username}-password")
+        for address, verified, primary in addresses:
+            email_address.objects.using(alias).create(
+                user=user, email=address, verified=verified, primary=primary
+            )
+
+
 @pytest.fixture(scope="session")
 def django_databases(tmp_path_factory):
-    """One Django project per backend: {"sqlite": url, "postgres": url}, built by Django itself."""
+    """Django projects built by Django itself, per backend: plain Django ({"sqlite": url, "postgres":
+    url}) and with allauth's email addresses ({"sqlite+allauth": url, "postgres+allauth": url})."""
     import django
     from django.conf import settings as django_settings
 
-    sqlite_path = tmp_path_factory.mktemp("django") / "django.sqlite3"
-    databases = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": str(sqlite_path)}}
-    urls = {"sqlite": f"sqlite://{sqlite_path}"}
+    directory = tmp_path_factory.mktemp("django")
+    databases = {
+        "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": str(directory / "django.sqlite3")},
+        "allauth": {"ENGINE": "django.db.backends.sqlite3", "NAME": str(directory / "allauth.sqlite3")},
+    }
+    urls = {
+        "sqlite": f"sqlite://{directory / 'django.sqlite3'}",
+        "sqlite+allauth": f"sqlite://{directory / 'allauth.sqlite3'}",
+    }
     pg_base = os.environ.get("TEST_DATABASE_URL")
-    pg_name = f"django_{uuid.uuid4().hex[:10]}"
+    pg_names = {"pg": f"django_{uuid.uuid4().hex[:10]}", "allauth_pg": f"allauth_{uuid.uuid4().hex[:10]}"}
     if pg_base:
 
         async def create():
             admin = await asyncpg.connect(pg_base.replace("postgres://", "postgresql://", 1))
-            await admin.execute(f'CREATE DATABASE "{pg_name}"')
+            for name in pg_names.values():
+                await admin.execute(f'CREATE DATABASE "{name}"')
             await admin.close()
 
         asyncio.run(create())
         from urllib.parse import urlsplit
 
         parts = urlsplit(pg_base)
-        databases["pg"] = {
-            "ENGINE": "django.db.backends.postgresql",
-            "NAME": pg_name,
-            "HOST": parts.hostname,
-            "PORT": parts.port or 5432,
-            "USER": parts.username or "postgres",
-            "PASSWORD": parts.password or "",
-        }
-        urls["postgres"] = postgres_url_for(pg_base, pg_name)
+        for alias, name in pg_names.items():
+            databases[alias] = {
+                "ENGINE": "django.db.backends.postgresql",
+                "NAME": name,
+                "HOST": parts.hostname,
+                "PORT": parts.port or 5432,
+                "USER": parts.username or "postgres",
+                "PASSWORD": parts.password or "",
+            }
+        urls["postgres"] = postgres_url_for(pg_base, pg_names["pg"])
+        urls["postgres+allauth"] = postgres_url_for(pg_base, pg_names["allauth_pg"])
     if not django_settings.configured:
         django_settings.configure(
             DATABASES=databases,
@@ -92,8 +164,10 @@ def django_databases(tmp_path_factory):
         )
         django.setup()
     build_django_users("default")
+    build_allauth_users("allauth")
     if pg_base:
         build_django_users("pg")
+        build_allauth_users("allauth_pg")
     yield urls
     if pg_base:
         from django.db import connections
@@ -102,7 +176,8 @@ def django_databases(tmp_path_factory):
 
         async def drop():
             admin = await asyncpg.connect(pg_base.replace("postgres://", "postgresql://", 1))
-            await admin.execute(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
+            for name in pg_names.values():
+                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             await admin.close()
 
         asyncio.run(drop())
@@ -131,6 +206,9 @@ async def test_django_users_import_and_log_in_with_their_passwords(
 
     report = import_users(database_url, "--database-url", django_url)
     assert "13 Django users: 8 imported, 0 updated, 0 unchanged, 5 skipped." in report, report
+    # no allauth: Django never proved an address
+    assert "No allauth email addresses (account_emailaddress) in the source" in report, report
+    assert not await User.filter(username__startswith="dj_", email_verified=True).exists()
     for reason in (
         "username equals that of Django user id",
         "email equals that of Django user id",
@@ -164,11 +242,15 @@ async def test_django_users_import_and_log_in_with_their_passwords(
     ).json()
     assert (await client.get("/admin/users", headers=bearer(staff["access_token"]))).status_code == 200
 
-    # again: nothing duplicated; the hashes upgraded here and the logins here are kept
+    # an address proven here, as a verification link does
+    await User.filter(username="dj_argon2").update(email_verified=True)
+
+    # again: nothing duplicated; the hashes upgraded here, the logins and the verification here are kept
     again = import_users(database_url, "--database-url", django_url)
     assert "13 Django users: 0 imported, 0 updated, 8 unchanged, 5 skipped." in again, again
     assert await User.filter(username__startswith="dj_").count() == len(HASHERS)
     assert (await User.get(username="dj_scrypt")).password.startswith("$argon2id$")
+    assert (await User.get(username="dj_argon2")).email_verified
 
     # the same users from `manage.py dumpdata auth.user` are recognised as the same accounts
     dump = tmp_path / "users.json"
@@ -183,6 +265,76 @@ def dump_users(alias, path):
     with open(path, "w") as out:
         call_command("dumpdata", "auth.user", database=alias, stdout=out)
     assert json.loads(path.read_text())[0]["model"] == "auth.user"
+
+
+async def allauth_verified_usernames() -> set[str]:
+    accounts = await User.filter(username__in=list(ALLAUTH_USERS))
+    assert len(accounts) == len(ALLAUTH_USERS)
+    return {account.username for account in accounts if account.email_verified}
+
+
+async def test_allauth_verified_addresses_import_as_verified_emails(
+    database_url, backend, django_databases, tmp_path
+):
+    """Verified iff allauth verified the very address imported as the account's email; from the
+    database and from a dump alike; a re-import adds verification and never takes it from an address
+    that stays the account's."""
+    django_url = django_databases[f"{backend}+allauth"]
+    alias = "allauth" if backend == "sqlite" else "allauth_pg"
+
+    report = import_users(database_url, "--database-url", django_url)
+    assert "6 Django users: 6 imported, 0 updated, 0 unchanged, 0 skipped." in report, report
+    assert "2 imported and 0 updated with their email verified (allauth)" in report, report
+    assert await allauth_verified_usernames() == ALLAUTH_VERIFIED
+
+    # dumpdata auth.user account.emailaddress: by id, and by natural key (--natural-foreign) with
+    # the addresses written before their users
+    for natural, addresses_first in ((False, False), (True, True)):
+        await User.filter(username__in=list(ALLAUTH_USERS)).delete()
+        dump = tmp_path / f"allauth-{natural}.json"
+        await asyncio.to_thread(dump_allauth_users, alias, dump, natural, addresses_first)
+        from_json = import_users(database_url, "--json", str(dump))
+        assert "6 Django users: 6 imported, 0 updated, 0 unchanged, 0 skipped." in from_json, from_json
+        assert "2 imported and 0 updated with their email verified (allauth)" in from_json, from_json
+        assert await allauth_verified_usernames() == ALLAUTH_VERIFIED, natural
+
+    # in Django: aa_later verifies its address; aa_verified's is unverified again; aa_mover changes
+    # its email to a new, unverified address (allauth keeps the old one, verified, not primary)
+    await asyncio.to_thread(change_allauth_users, alias)
+    again = import_users(database_url, "--database-url", django_url)
+    assert "6 Django users: 0 imported, 2 updated, 4 unchanged, 0 skipped." in again, again
+    assert "0 imported and 1 updated with their email verified (allauth)" in again, again
+    assert await allauth_verified_usernames() == {"aa_later", "aa_verified"}
+    assert (await User.get(username="aa_mover")).email == "aa_mover_new@example.com"
+    later = await User.get(username="aa_later")
+    assert await Event.filter(user_id=later.id, type="email_verified").exists()
+
+
+def dump_allauth_users(alias, path, natural: bool, addresses_first: bool) -> None:
+    """What `manage.py dumpdata auth.user account.emailaddress` writes (dumpdata serialises with
+    this very serializer; it cannot name an app that is not installed)."""
+    from django.contrib.auth.models import User as DjangoUser
+    from django.core import serializers
+
+    users = DjangoUser.objects.using(alias).order_by("id")
+    addresses = allauth_email_address().objects.using(alias).order_by("id")
+    records = itertools.chain(addresses, users) if addresses_first else itertools.chain(users, addresses)
+    with open(path, "w") as out:
+        serializers.serialize("json", records, stream=out, use_natural_foreign_keys=natural)
+    assert ('"user": ["aa_verified"]' in path.read_text()) is natural
+
+
+def change_allauth_users(alias) -> None:
+    from django.contrib.auth.models import User as DjangoUser
+
+    addresses = allauth_email_address().objects.using(alias)
+    addresses.filter(email="aa_later@example.com").update(verified=True)
+    addresses.filter(email="aa.verified@example.com").update(verified=False)
+    mover = DjangoUser.objects.using(alias).get(username="aa_mover")
+    mover.email = "aa_mover_new@example.com"
+    mover.save(using=alias)
+    addresses.filter(user=mover).update(primary=False)
+    addresses.create(user=mover, email=mover.email, verified=False, primary=True)
 
 
 def test_unreadable_source_is_a_clear_error(tmp_path, database_url):
