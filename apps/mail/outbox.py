@@ -89,6 +89,10 @@ async def _compose(mail: Mail) -> Mail | None:
     """
     compose = _composers[mail.composer]
     async with in_transaction():
+        # A write first: SQLite takes its write lock now, waiting its turn (busy timeout), where a read
+        # first would have the composer's writes refused at once ("database is locked") if another
+        # process wrote in between. Harmless elsewhere: the row is this sender's (leased) anyway.
+        await Mail.filter(id=mail.id).update(attempts=mail.attempts)
         composed = await compose(mail.to, mail.data or {}, mail.created_at)
         still_a_request = Mail.filter(id=mail.id, composer=mail.composer)
         if composed is None:
