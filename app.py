@@ -4,23 +4,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Literal
 
-from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
-from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 from tortoise.contrib.starlette import RegisterTortoise
 
 import settings
 from apps.admin.urls import routes as admin_routes
-from apps.core import database, lifecycle
+from apps.core import database, health, lifecycle
 from apps.core.errors import EXCEPTION_HANDLERS
 from apps.core.logs import configure_logging
-from apps.core.openapi import docs_routes, operation
+from apps.core.openapi import docs_routes
 from apps.user.problems import EXCEPTION_HANDLERS as ACCOUNT_EXCEPTION_HANDLERS
 from apps.user.urls import routes as user_routes
 from apps.user.urls import well_known_routes
@@ -42,15 +38,6 @@ def include(prefix: str, routes: list[Route]) -> list[Route]:
 API_VERSION = "1.0.0"
 
 
-class HealthOut(BaseModel):
-    status: Literal["ok"]
-
-
-@operation("Liveness: the process answers", response=HealthOut, tags=("health",))
-async def health(request: Request) -> JSONResponse:
-    return JSONResponse({"status": "ok"})
-
-
 def create_app(tortoise_config: dict | None = None) -> Starlette:
     """Build the app; `tortoise_config` defaults to settings.TORTOISE_ORM (tests pass their own)."""
     configure_logging()
@@ -64,7 +51,9 @@ def create_app(tortoise_config: dict | None = None) -> Starlette:
 
     middleware = [
         Middleware(RequestContextMiddleware),
-        Middleware(AllowedHostsMiddleware, allowed_hosts=settings.ALLOWED_HOSTS),
+        Middleware(
+            AllowedHostsMiddleware, allowed_hosts=settings.ALLOWED_HOSTS, any_host_paths=health.PROBE_PATHS
+        ),
         Middleware(
             ProblemCORSMiddleware,
             allow_origins=settings.CORS_ALLOWED_ORIGINS,
@@ -81,7 +70,8 @@ def create_app(tortoise_config: dict | None = None) -> Starlette:
     ]
     routes = [
         *include("/user", user_routes),
-        Route("/health", health, methods=["GET"]),
+        Route("/health", health.health, methods=["GET"]),
+        Route("/ready", health.ready, methods=["GET"]),
         *include("/admin", admin_routes),
         *include("/.well-known", well_known_routes),
     ]

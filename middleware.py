@@ -112,8 +112,12 @@ class AllowedHostsMiddleware:
     counts would be a guess, and a proxy may have guessed the other way.
     """
 
-    def __init__(self, app: ASGIApp, allowed_hosts: list[str]) -> None:
+    def __init__(
+        self, app: ASGIApp, allowed_hosts: list[str], any_host_paths: frozenset[str] = frozenset()
+    ) -> None:
         self.app = app
+        # probes (/health, /ready) come by IP, with whatever Host the orchestrator puts there
+        self.any_host_paths = any_host_paths
         self.any_host = "*" in allowed_hosts
         self.exact = {h.lower() for h in allowed_hosts if not h.startswith("*.")}
         self.suffixes = tuple(h[1:].lower() for h in allowed_hosts if h.startswith("*."))
@@ -143,7 +147,7 @@ class AllowedHostsMiddleware:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] == "http" and scope["path"] not in self.any_host_paths:
             raw = None
             for name, value in scope["headers"]:
                 if name == b"host":

@@ -12,6 +12,7 @@ import secrets
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import limits
 from dotenv import load_dotenv
 
 from apps.core.exceptions import ImproperlyConfigured
@@ -69,6 +70,19 @@ INSTALLED_APPS = ["apps.user", "apps.admin", "apps.mail"]
 # The value shipped in .env.example; a deployment that kept it would sign tokens anyone can forge.
 EXAMPLE_SECRET_KEY = "change-me-to-a-long-random-string"  # noqa: S105 (the refused value)
 SECRET_KEY_MIN_LENGTH = 32
+
+
+def _limit(name: str, default: str) -> limits.RateLimitItem | None:
+    """A rate limit in the `limits` notation ("10/minute", "5 per 15 minutes"), or `off` (None)."""
+    value = _str(name, default)
+    if value.strip().lower() == "off":
+        return None
+    try:
+        return limits.parse(value)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"{name} must be a limit like 10/minute or '5 per 15 minutes', or off; not {value!r}"
+        ) from None
 
 
 def _secret_key(name: str, value: str) -> str:
@@ -157,6 +171,23 @@ if EMAIL_VERIFICATION not in {"none", "optional", "mandatory"}:
     )
 EMAIL_VERIFICATION_TIMEOUT = _int("EMAIL_VERIFICATION_TIMEOUT", 3 * 24 * 3600, minimum=1)  # seconds
 PASSWORD_RESET_TIMEOUT = _int("PASSWORD_RESET_TIMEOUT", 3600, minimum=1)  # seconds
+
+# --- throttling (apps/core/throttle.py) -----------------------------------------------------------------
+# Counters in Redis when REDIS_URL is set (shared by every worker and host), else in each process.
+REDIS_URL = _str("REDIS_URL")
+if REDIS_URL and urlsplit(REDIS_URL).scheme not in {"redis", "rediss", "unix"}:
+    raise ImproperlyConfigured(f"REDIS_URL must be a redis://, rediss:// or unix:// URL, not {REDIS_URL!r}")
+# Failed logins per account (as typed: email or username) and client IP; a success clears it.
+THROTTLE_LOGIN_ACCOUNT = _limit("THROTTLE_LOGIN_ACCOUNT", "10 per 15 minutes")
+THROTTLE_LOGIN_IP = _limit("THROTTLE_LOGIN_IP", "100 per 15 minutes")  # every login attempt per client IP
+THROTTLE_REGISTER_IP = _limit("THROTTLE_REGISTER_IP", "20/hour")
+# Mails anyone can have sent: reset requests per address and per client IP; verification and email
+# change mails per account.
+THROTTLE_PASSWORD_RESET = _limit("THROTTLE_PASSWORD_RESET", "5/hour")
+THROTTLE_MFA = _limit("THROTTLE_MFA", "5 per 5 minutes")  # second-factor attempts per login attempt
+# The proxies whose X-Forwarded-For names the client (uvicorn's setting, read by uvicorn from the
+# environment: set it there, not only in .env). The throttles count per client IP.
+FORWARDED_ALLOW_IPS = _list("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 # Days an account's history (GET /user/events) is kept; `manage.py clearevents` removes older events.
 EVENT_RETENTION_DAYS = _int("EVENT_RETENTION_DAYS", 365, minimum=1)

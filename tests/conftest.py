@@ -21,6 +21,13 @@ os.environ.update(
     # The outbox's background sender stays off in tests that do not ask for it: they run its rounds
     # themselves (outbox.send_due), so what is sent, and when, is theirs to say.
     MAIL_SENDER="false",
+    # Tests register and log in hundreds of times from one client address: no throttle applies unless
+    # a test sets one (tests/http/test_throttling.py); a live server inherits this too.
+    THROTTLE_LOGIN_ACCOUNT="off",
+    THROTTLE_LOGIN_IP="off",
+    THROTTLE_REGISTER_IP="off",
+    THROTTLE_PASSWORD_RESET="off",
+    THROTTLE_MFA="off",
     EMAIL_BACKEND="smtp",
     EMAIL_HOST="127.0.0.1",
     EMAIL_PORT="9",

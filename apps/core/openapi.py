@@ -52,6 +52,7 @@ ERROR_TEXT = {
     413: "Body larger than MAX_BODY_SIZE",
     415: "The body is not sent as Content-Type: application/json (optionally charset=utf-8)",
     422: "Invalid input; `errors` names every bad, missing or unknown field",
+    429: "Too many attempts (THROTTLE_* settings); see Retry-After and the RateLimit-* headers",
     503: "Database unreachable or password hashing saturated; see Retry-After",
 }
 

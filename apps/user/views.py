@@ -10,10 +10,10 @@ from apps.core.openapi import operation
 from apps.core.permissions import login_required
 from apps.core.requests import read_json, read_query
 from apps.core.responses import json_response
-from apps.user import accounts, events, password_reset, queries, sessions, verification
+from apps.user import accounts, events, password_reset, queries, sessions, throttles, verification
 from apps.user.clients import client_of
 from apps.user.exceptions import AccountGone, SessionNotFound
-from apps.user.models import User
+from apps.user.models import User, normalize_email, username_key
 from apps.user.schemas import (
     AcceptedOut,
     AccountDeleteIn,
@@ -63,33 +63,46 @@ async def _account(request: Request) -> User:
     body=RegisterIn,
     response=RegistrationOut,
     status=201,
-    errors=(409, 503),
+    errors=(409, 429, 503),
     tags=TAGS,
 )
 async def register(request: Request) -> Response:
     """With EMAIL_VERIFICATION=mandatory the answer is `{"user": ...}` without tokens: log in once the
     address is verified."""
     data = await read_json(request, RegisterIn)
-    user, issued = await accounts.register(data.username, data.email, data.password, client_of(request))
+    client = client_of(request)
+    await throttles.registration(client)
+    user, issued = await accounts.register(data.username, data.email, data.password, client)
     if issued is None:
         return json_response(RegisteredOut(user=UserOut.model_validate(user)), 201)
     return _tokens_response(issued, status_code=201)
 
 
 @operation(
-    "Log in with email or username", body=LoginIn, response=TokenPairOut, errors=(401, 403, 503), tags=TAGS
+    "Log in with email or username",
+    body=LoginIn,
+    response=TokenPairOut,
+    errors=(401, 403, 429, 503),
+    tags=TAGS,
 )
 async def login(request: Request) -> Response:
     """Every failure (unknown account, wrong password, inactive account) is the same 401. With
     EMAIL_VERIFICATION=mandatory, the right password to an unverified account is 403
     `email_unverified`, and a new link is mailed."""
     data = await read_json(request, LoginIn)
-    issued = await accounts.login(data.password, client_of(request), email=data.email, username=data.username)
+    client = client_of(request)
+    identifier = normalize_email(data.email) if data.email is not None else username_key(data.username or "")
+    async with throttles.login_attempt(identifier, client):
+        issued = await accounts.login(data.password, client, email=data.email, username=data.username)
     return _tokens_response(issued)
 
 
 @operation(
-    "Exchange a refresh token for a new pair", body=RefreshIn, response=TokenPairOut, errors=(401,), tags=TAGS
+    "Exchange a refresh token for a new pair",
+    body=RefreshIn,
+    response=TokenPairOut,
+    errors=(401, 403),
+    tags=TAGS,
 )
 async def refresh_token(request: Request) -> Response:
     """The refresh token is spent; presenting it again ends the whole session."""
@@ -176,7 +189,7 @@ def _accepted(detail: str) -> Response:
     body=EmailChangeIn,
     response=AcceptedOut,
     status=202,
-    errors=(409, 503),
+    errors=(409, 429, 503),
     tags=TAGS,
 )
 @login_required
@@ -184,17 +197,19 @@ async def change_email(request: Request) -> Response:
     """Needs the password. The link goes to the new address and a notice to the current one; the
     email changes only when the link is used (POST /user/email/verify)."""
     data = await read_json(request, EmailChangeIn)
+    await throttles.mail_for_account(request.user.id)  # before the password check too: no oracle
     await verification.request_email_change(
         await _account(request), data.email, data.password, client_of(request)
     )
     return _accepted("A link to confirm the change is on its way to the new address.")
 
 
-@operation("Mail a new verification link", response=AcceptedOut, status=202, errors=(409,), tags=TAGS)
+@operation("Mail a new verification link", response=AcceptedOut, status=202, errors=(409, 429), tags=TAGS)
 @login_required
 async def send_verification(request: Request) -> Response:
     """To the pending new address if a change is pending, else to the account's unverified address
     (409 `already_verified` when there is neither)."""
+    await throttles.mail_for_account(request.user.id)
     await verification.send_link(await _account(request))
     return _accepted("A verification link is on its way.")
 
@@ -208,12 +223,21 @@ async def verify_email(request: Request) -> Response:
     return json_response(UserOut.model_validate(user))
 
 
-@operation("Ask for a password reset link", body=PasswordResetIn, response=AcceptedOut, status=202, tags=TAGS)
+@operation(
+    "Ask for a password reset link",
+    body=PasswordResetIn,
+    response=AcceptedOut,
+    status=202,
+    errors=(429,),
+    tags=TAGS,
+)
 async def request_password_reset(request: Request) -> Response:
     """The same answer, in the same time, whether or not an account has the address; the link is
     mailed only to an account's stored address."""
     data = await read_json(request, PasswordResetIn)
-    await password_reset.request_reset(data.email, client_of(request))
+    client = client_of(request)
+    await throttles.password_reset_request(data.email, client)
+    await password_reset.request_reset(data.email, client)
     return _accepted("If an account has this address, a link to reset its password is on its way.")
 
 

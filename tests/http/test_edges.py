@@ -258,7 +258,7 @@ async def test_only_utf8_json_is_read(client):
 
 async def test_two_host_headers_are_refused(client):
     for hosts in (["testserver", "evil.example.com"], ["testserver", "testserver"]):
-        r = await client.get("/health", headers=[("Host", h) for h in hosts])
+        r = await client.get("/user/me", headers=[("Host", h) for h in hosts])
         assert_problem(r, 400, "invalid_host")
 
 
@@ -270,7 +270,7 @@ async def test_nosniff_on_every_response(app, client, monkeypatch):
         await client.get("/no/such/path"),  # 404
         await client.delete("/health"),  # 405
         await client.get("/user/me"),  # 401
-        await client.get("/health", headers={"Host": "evil.example.com"}),  # 400 host
+        await client.get("/user/me", headers={"Host": "evil.example.com"}),  # 400 host
         await client.options(  # CORS preflight
             "/user/login",
             headers={"Origin": "http://localhost:5173", "Access-Control-Request-Method": "POST"},

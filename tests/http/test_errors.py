@@ -103,7 +103,7 @@ async def test_unreachable_database_is_503_with_retry_after(client, monkeypatch)
 
 
 async def test_unknown_host_is_refused_as_problem(client):
-    r = await client.get("/health", headers={"Host": "evil.example.com"})
+    r = await client.get("/user/me", headers={"Host": "evil.example.com"})
     assert_problem(r, 400, "invalid_host")
 
 
@@ -112,7 +112,7 @@ async def test_unknown_host_is_refused_as_problem(client):
 )
 async def test_a_host_header_only_a_loose_parser_would_read_as_allowed_is_refused(client, host):
     """urlsplit takes all of these for "localhost"; a browser reads the first as evil.example.com."""
-    assert_problem(await client.get("/health", headers={"Host": host}), 400, "invalid_host")
+    assert_problem(await client.get("/user/me", headers={"Host": host}), 400, "invalid_host")
 
 
 @pytest.mark.parametrize("host", ["localhost", "LOCALHOST:8000", "127.0.0.1:8000", "localhost."])

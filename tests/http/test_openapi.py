@@ -102,6 +102,7 @@ async def test_every_response_matches_its_documented_schema(app, document):
         transport=transport, base_url="http://testserver", event_hooks={"response": [record]}
     ) as c:
         await c.get("/health")
+        await c.get("/ready")
         await c.get("/.well-known/change-password")
         reg = await register(c)
         user_auth = bearer(reg["access_token"])

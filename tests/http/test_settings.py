@@ -89,5 +89,5 @@ def test_env_example_lists_every_setting():
     source = (ROOT / "settings.py").read_text()
     import re
 
-    read = set(re.findall(r'_(?:str|bool|int|list)\(\s*"([A-Z_]+)"', source))
+    read = set(re.findall(r'_(?:str|bool|int|list|limit)\(\s*"([A-Z_]+)"', source))
     assert read == listed, (read - listed, listed - read)
