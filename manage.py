@@ -13,6 +13,7 @@ clearevents             delete history events older than EVENT_RETENTION_DAYS
 clearmail [--days N]    delete outbox rows sent or given up more than N (30) days ago
 check [--deploy]        inspect the settings for problems
 import_django_users     import a Django project's users, passwords included
+generate_jwt_key        print a new private key for JWT_PRIVATE_KEY (--algorithm EdDSA|ES256|RS256)
 """
 
 from __future__ import annotations

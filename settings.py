@@ -16,6 +16,7 @@ import limits
 from dotenv import load_dotenv
 
 from apps.core.exceptions import ImproperlyConfigured
+from apps.user import keys
 
 BASE_DIR = Path(__file__).resolve().parent
 
@@ -234,10 +235,17 @@ def tortoise_config(database_url: str) -> dict:
 TORTOISE_ORM = tortoise_config(DATABASE_URL)
 
 # --- tokens --------------------------------------------------------------------------------------
-# Only HMAC algorithms: the signing key is SECRET_KEY. Pinned, so a token's own header never chooses.
-JWT_ALGORITHM = _str("JWT_ALGORITHM", "HS256")
-if JWT_ALGORITHM not in {"HS256", "HS384", "HS512"}:
-    raise ImproperlyConfigured(f"JWT_ALGORITHM must be HS256, HS384 or HS512, not {JWT_ALGORITHM!r}")
+# How access tokens are signed, pinned: a token's own header never chooses. HS256/HS384/HS512: an
+# HMAC with SECRET_KEY, which only this service can check (others ask GET /user/verify). EdDSA, ES256,
+# RS256: a signature with JWT_PRIVATE_KEY, whose public key GET /.well-known/jwks.json publishes so
+# that other services verify tokens offline (apps/user/keys.py).
+JWT_ALGORITHM = keys.load_algorithm(_str("JWT_ALGORITHM", "HS256"))
+# The private key (a PEM, with real newlines or \n escapes, or the path of a PEM file), parsed here
+# once: the attribute holds the key object, never the text. Required by the asymmetric algorithms.
+JWT_PRIVATE_KEY = keys.load_private_key(JWT_ALGORITHM, _str("JWT_PRIVATE_KEY"))
+# Older private keys still accepted, and still published, during a rotation (PEMs one after the
+# other, or comma-separated paths), newest first.
+JWT_PRIVATE_KEY_FALLBACKS = keys.load_fallback_keys(JWT_ALGORITHM, _str("JWT_PRIVATE_KEY_FALLBACKS"))
 JWT_ISSUER = _str("JWT_ISSUER", "authservice")
 JWT_AUDIENCE = _str("JWT_AUDIENCE", "authservice")
 ACCESS_TOKEN_LIFETIME = _int("ACCESS_TOKEN_LIFETIME", 15 * 60, minimum=30)  # seconds

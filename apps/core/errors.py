@@ -73,6 +73,10 @@ class PermissionDenied(Problem):
     status, code, title = 403, "permission_denied", "Permission denied"
 
 
+class NotFound(Problem):
+    status, code, title = 404, "not_found", "Not found"
+
+
 class Conflict(Problem):
     status, code, title = 409, "conflict", "Conflict"
 

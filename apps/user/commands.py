@@ -11,6 +11,7 @@ import getpass
 import os
 
 from apps.core.commands import CommandError, database
+from apps.user import keys  # no settings needed: it parses what settings.py hands it
 
 USERNAME, EMAIL, PASSWORD = "username", "email", "password"
 PROGRESS_EVERY = 5000  # import_django_users: users between progress lines (or a second)
@@ -171,6 +172,26 @@ async def import_django_users(args: argparse.Namespace) -> None:
         print("Dry run: nothing was written.")
 
 
+def generate_jwt_key(args: argparse.Namespace) -> None:
+    """Print a new private key for JWT_PRIVATE_KEY, as a PEM and as a line to paste into .env.
+
+    It needs no settings: it is what one runs to write them. The key is printed, never stored.
+    """
+    pem = keys.private_pem(keys.generate_private_key(args.algorithm))
+    # One line: .env files hold one value a line, and settings.py turns the \n escapes back.
+    one_line = pem.strip().replace("\n", "\\n")
+    print(f"# A new {args.algorithm} private key. Whoever holds it can sign access tokens: keep it as secret")
+    print("# as SECRET_KEY, out of version control. The PEM:")
+    print(pem)
+    print("# For .env (or the environment), one line with \\n escapes:")
+    print(f"JWT_ALGORITHM={args.algorithm}")
+    print(f"JWT_PRIVATE_KEY={one_line}")
+    print()
+    print("# Rotating keys: move the current JWT_PRIVATE_KEY value to JWT_PRIVATE_KEY_FALLBACKS (newest")
+    print("# first), so tokens it signed still verify and its public key stays in /.well-known/jwks.json;")
+    print("# drop it from there once ACCESS_TOKEN_LIFETIME has passed.")
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("createsuperuser", help="create a staff superuser")
     p.add_argument("--username", help="the username (asked for if missing)")
@@ -203,3 +224,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     source.add_argument("--json", help='a file written by "manage.py dumpdata auth.user"')
     p.add_argument("--dry-run", action="store_true", help="report what would happen, write nothing")
     p.set_defaults(run=import_django_users, needs_settings=True)
+
+    p = commands.add_parser(
+        "generate_jwt_key", help="print a new private key for JWT_PRIVATE_KEY (EdDSA, ES256 or RS256)"
+    )
+    p.add_argument(
+        "--algorithm",
+        choices=keys.ASYMMETRIC_ALGORITHMS,
+        default="EdDSA",
+        help="the JWT_ALGORITHM the key is for (EdDSA: Ed25519, the smallest and fastest)",
+    )
+    p.set_defaults(run=generate_jwt_key, needs_settings=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -251,3 +251,52 @@ class EventPage(BaseModel):
     page: int
     page_size: int
     results: list[EventOut]
+
+
+# --- the JWK Set (GET /.well-known/jwks.json) ----------------------------------------------------------
+# One model per key type, each with its public members only: extra="forbid" makes a private member
+# (d, p, q, ...) a server error rather than a leak, and the OpenAPI document says so. Members are in
+# RFC 7517's usual order (kty first), so each model lists all of its own.
+
+PUBLIC_ONLY = ConfigDict(extra="forbid")
+Kid = Annotated[str, Field(description="The key's RFC 7638 thumbprint; an access token's header names it")]
+
+
+class OKPPublicJWK(BaseModel):
+    model_config = PUBLIC_ONLY
+
+    kty: Literal["OKP"]
+    crv: Literal["Ed25519"]
+    x: str
+    kid: Kid
+    alg: Literal["EdDSA"]
+    use: Literal["sig"]
+
+
+class ECPublicJWK(BaseModel):
+    model_config = PUBLIC_ONLY
+
+    kty: Literal["EC"]
+    crv: Literal["P-256"]
+    x: str
+    y: str
+    kid: Kid
+    alg: Literal["ES256"]
+    use: Literal["sig"]
+
+
+class RSAPublicJWK(BaseModel):
+    model_config = PUBLIC_ONLY
+
+    kty: Literal["RSA"]
+    n: str
+    e: str
+    kid: Kid
+    alg: Literal["RS256"]
+    use: Literal["sig"]
+
+
+class JWKSetOut(BaseModel):
+    """RFC 7517 section 5: the signing key first, then the fallbacks still accepted."""
+
+    keys: list[Annotated[OKPPublicJWK | ECPublicJWK | RSAPublicJWK, Field(discriminator="kty")]]

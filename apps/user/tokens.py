@@ -1,8 +1,10 @@
 """Access and refresh tokens: pure and synchronous, time injectable. PyJWT never leaks out of here.
 
-Access token: a JWT signed with SECRET_KEY under the pinned JWT_ALGORITHM, bound to JWT_ISSUER and
-JWT_AUDIENCE, typed (`token_type: "access"`, header `typ: at+jwt`, RFC 9068) so that no other JWT we
-might sign later is accepted in its place. It names the user (`sub`) and the session (`sid`).
+Access token: a JWT signed under the pinned JWT_ALGORITHM (with SECRET_KEY, or JWT_PRIVATE_KEY: the
+keys come from keys.py), bound to JWT_ISSUER and JWT_AUDIENCE, typed (`token_type: "access"`, header
+`typ: at+jwt`, RFC 9068) so that no other JWT we might sign later is accepted in its place. It names
+the user (`sub`) and the session (`sid`); its header names the signing key (`kid`), so that a
+verifier, here or in another service reading the JWKS, picks the key instead of trying each.
 
 Refresh token: 256 random bits, opaque; only its SHA-256 digest is stored (a slow hash buys nothing
 against a token that cannot be guessed).
@@ -19,6 +21,7 @@ from datetime import UTC, datetime
 import jwt
 
 import settings
+from apps.user import keys
 from apps.user.models import MAX_USER_ID
 
 ACCESS_TOKEN_TYPE = "access"  # noqa: S105 (a claim value, not a secret)
@@ -50,8 +53,9 @@ def issue_access_token(user_id: int, session_id: str, *, now: datetime | None = 
         "exp": issued_at + settings.ACCESS_TOKEN_LIFETIME,
         "token_type": ACCESS_TOKEN_TYPE,
     }
+    ring = keys.key_ring()
     return jwt.encode(
-        claims, settings.SECRET_KEY, algorithm=settings.JWT_ALGORITHM, headers={"typ": "at+jwt"}
+        claims, ring.signing_key, algorithm=ring.algorithm, headers={"typ": "at+jwt", "kid": ring.kid}
     )
 
 
@@ -62,6 +66,9 @@ ACCESS_TOKEN_MEDIA_TYPES = frozenset({"at+jwt", "application/at+jwt"})
 TIME_CLAIMS = ("exp", "iat", "nbf")
 MAX_NUMERIC_DATE = 2**53
 MALFORMED = "The access token is malformed or not issued by this service."
+# What reading a hostile token can raise, PyJWT's errors and Python's (on a header or claim built to
+# break a parser): each one a TokenError.
+UNREADABLE = (jwt.InvalidTokenError, TypeError, ValueError, OverflowError, RecursionError)
 
 
 def _valid_times(claims: dict) -> bool:
@@ -72,23 +79,38 @@ def _valid_times(claims: dict) -> bool:
     return True
 
 
+def _candidate_keys(token: str, ring: keys.KeyRing) -> tuple[keys.VerificationKey, ...]:
+    """The key the token's kid names; every key when the kid is unknown or absent (tokens issued
+    before kids, or forged). The kid only picks a key: the algorithm stays the pinned one."""
+    kid = jwt.get_unverified_header(token).get("kid")
+    named = ring.by_kid.get(kid) if isinstance(kid, str) else None
+    return (named,) if named is not None else ring.verification_keys
+
+
 def decode_access_token(token: str) -> AccessClaims:
     """Verify signature, algorithm, header type, issuer, audience, expiry and type.
 
-    Keys are tried newest first (SECRET_KEY, then SECRET_KEY_FALLBACKS) so keys can rotate. Any
-    failure, PyJWT's or Python's (TypeError, ValueError, OverflowError, RecursionError on a hostile
-    header or claim), is a TokenError: a bad token must be a 401, never a 500.
+    The key is the one the header's kid names, else each key newest first (SECRET_KEY then
+    SECRET_KEY_FALLBACKS, or JWT_PRIVATE_KEY then JWT_PRIVATE_KEY_FALLBACKS) so keys can rotate.
+    Only JWT_ALGORITHM is accepted, so a token cannot choose HMAC and have a public key used as its
+    secret (algorithm confusion). Any failure (UNREADABLE) is a TokenError: a bad token must be a
+    401, never a 500.
 
     Raises:
         TokenError: the token is not a valid, current access token of this service.
     """
+    ring = keys.key_ring()
     decoded = None
-    for key in (settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS):
+    try:
+        candidates = _candidate_keys(token, ring)
+    except UNREADABLE as e:
+        raise TokenError(MALFORMED) from e
+    for candidate in candidates:
         try:
             decoded = jwt.decode_complete(
                 token,
-                key,
-                algorithms=[settings.JWT_ALGORITHM],
+                candidate.key,
+                algorithms=[ring.algorithm],
                 audience=settings.JWT_AUDIENCE,
                 issuer=settings.JWT_ISSUER,
                 options={"require": REQUIRED_CLAIMS},
@@ -98,7 +120,7 @@ def decode_access_token(token: str) -> AccessClaims:
             continue
         except jwt.ExpiredSignatureError as e:
             raise TokenError("The access token has expired.") from e
-        except (jwt.InvalidTokenError, TypeError, ValueError, OverflowError, RecursionError) as e:
+        except UNREADABLE as e:
             raise TokenError(MALFORMED) from e
     if decoded is None:
         raise TokenError(MALFORMED)

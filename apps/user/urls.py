@@ -27,4 +27,5 @@ routes = [
 # Under /.well-known (RFC 8615), at the site's root.
 well_known_routes = [
     Route("/change-password", views.change_password_page, methods=["GET"]),
+    Route("/jwks.json", views.jwks, methods=["GET"]),
 ]

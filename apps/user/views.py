@@ -6,11 +6,12 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 import settings
+from apps.core.errors import NotFound
 from apps.core.openapi import operation
 from apps.core.permissions import login_required
 from apps.core.requests import read_json, read_query
 from apps.core.responses import json_response
-from apps.user import accounts, events, password_reset, queries, sessions, throttles, verification
+from apps.user import accounts, events, keys, password_reset, queries, sessions, throttles, verification
 from apps.user.clients import client_of
 from apps.user.exceptions import AccountGone, SessionNotFound
 from apps.user.models import User, normalize_email, username_key
@@ -21,6 +22,7 @@ from apps.user.schemas import (
     EventOut,
     EventPage,
     EventQuery,
+    JWKSetOut,
     LinkTokenIn,
     LoginIn,
     PasswordChangeIn,
@@ -312,3 +314,30 @@ async def change_password_page(request: Request) -> Response:
     """Password managers send users here to change a password (W3C "A Well-Known URL for Changing
     Passwords"); the SPA at FRONTEND_URL has the form."""
     return RedirectResponse(f"{settings.FRONTEND_URL}/settings/password", status_code=302)
+
+
+# Public keys are not account data: shared caches may keep them, for minutes rather than for ever, so
+# that verifiers see a rotation's new key soon. A verifier fetches again on a kid it does not know, but
+# a shared cache may still answer the old set for 5 minutes: README's rotation publishes a new key as a
+# fallback before it signs anything.
+JWKS_CACHE_CONTROL = "public, max-age=300"
+
+
+@operation(
+    "The public keys that verify access tokens (JWK Set)",
+    response=JWKSetOut,
+    errors=(404,),
+    tags=TAGS,
+    headers={"Cache-Control": JWKS_CACHE_CONTROL},
+)
+async def jwks(request: Request) -> Response:
+    """With JWT_ALGORITHM EdDSA, ES256 or RS256: JWT_PRIVATE_KEY's public key, then those of
+    JWT_PRIVATE_KEY_FALLBACKS, each under the `kid` that access tokens carry, so another service
+    verifies them offline. With HS256, HS384 or HS512 (an HMAC secret, nothing public): 404."""
+    published = keys.key_ring().jwks
+    if published is None:
+        raise NotFound(
+            "Access tokens are signed with a shared secret (JWT_ALGORITHM is HMAC): there is no public "
+            "key; check tokens with GET /user/verify."
+        )
+    return json_response(JWKSetOut.model_validate(published), headers={"Cache-Control": JWKS_CACHE_CONTROL})

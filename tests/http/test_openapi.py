@@ -13,7 +13,7 @@ from openapi_spec_validator import validate
 import settings
 from app import API_VERSION, create_app
 from apps.core.openapi import openapi_schema
-from apps.user import accounts, links
+from apps.user import accounts, keys, links
 from apps.user.models import User
 from tests.helpers import PASSWORD, ROOT, bearer, live_server, register, unique
 
@@ -89,7 +89,7 @@ def _operation(document, method: str, path: str):
     return None, None
 
 
-async def test_every_response_matches_its_documented_schema(app, document):
+async def test_every_response_matches_its_documented_schema(app, document, monkeypatch):
     """Drive every operation through its success and typical errors; check each answer against the doc."""
     seen: list[httpx.Response] = []
 
@@ -104,6 +104,7 @@ async def test_every_response_matches_its_documented_schema(app, document):
         await c.get("/health")
         await c.get("/ready")
         await c.get("/.well-known/change-password")
+        await c.get("/.well-known/jwks.json")  # 404: HS256, nothing to publish
         reg = await register(c)
         user_auth = bearer(reg["access_token"])
         await c.post(
@@ -182,6 +183,12 @@ async def test_every_response_matches_its_documented_schema(app, document):
         await c.request(
             "DELETE", "/user/me", json={"password": PASSWORD}, headers=bearer(other["access_token"])
         )
+        # last, as it changes how tokens are signed: the JWK Set of each key type, and a fallback
+        for algorithm in ("EdDSA", "ES256", "RS256"):
+            monkeypatch.setattr(settings, "JWT_ALGORITHM", algorithm)
+            monkeypatch.setattr(settings, "JWT_PRIVATE_KEY", keys.generate_private_key(algorithm))
+            monkeypatch.setattr(settings, "JWT_PRIVATE_KEY_FALLBACKS", [keys.generate_private_key(algorithm)])
+            await c.get("/.well-known/jwks.json")
 
     exercised = set()
     for response in seen:

@@ -54,7 +54,7 @@ def test_wildcard_cors_origin_is_refused():
     ("name", "value"),
     [
         ("JWT_ALGORITHM", "none"),
-        ("JWT_ALGORITHM", "RS256"),
+        ("JWT_ALGORITHM", "RS512"),
         ("DEBUG", "maybe"),
         ("ACCESS_TOKEN_LIFETIME", "soon"),
         ("PASSWORD_MAX_LENGTH", "32"),

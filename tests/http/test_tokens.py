@@ -7,7 +7,7 @@ import jwt
 import pytest
 
 import settings
-from apps.user import tokens
+from apps.user import keys, tokens
 from tests.helpers import assert_problem, bearer, register
 
 
@@ -34,7 +34,8 @@ async def refused(client, token: str) -> dict:
 async def test_access_token_claims(client):
     reg = await register(client)
     header = jwt.get_unverified_header(reg["access_token"])
-    assert header == {"alg": "HS256", "typ": "at+jwt"}
+    # the kid names SECRET_KEY without telling anything about it (tests/http/test_jwks.py)
+    assert header == {"alg": "HS256", "typ": "at+jwt", "kid": keys.hmac_kid(settings.SECRET_KEY)}
     claims = claims_of(reg["access_token"])
     assert set(claims) == {"iss", "aud", "sub", "sid", "jti", "iat", "exp", "token_type"}
     assert claims["exp"] - claims["iat"] == 900
