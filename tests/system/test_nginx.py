@@ -9,8 +9,10 @@ without nginx these tests fail, they do not skip.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import math
 import os
 import re
 import shutil
@@ -365,3 +367,82 @@ async def test_logout_through_nginx_is_refused_by_both_workers(front):
             assert r.status_code == 401, (worker.address, r.text)
             assert r.json()["code"] == "invalid_token"
         assert await me_through_nginx(c, access, 401) == addresses
+
+
+def auth_limit() -> tuple[int, int]:
+    """(requests a second, burst) of the auth routes' limit_req in deploy/nginx.conf."""
+    text = DEPLOY_CONF.read_text()
+    rate = re.search(r"\blimit_req_zone\s+\$binary_remote_addr\s+zone=(\w+):\S+\s+rate=(\d+)r/s;", text)
+    assert rate, "deploy/nginx.conf: no limit_req_zone keyed by $binary_remote_addr with a rate in r/s"
+    burst = re.search(rf"\blimit_req\s+zone={rate.group(1)}\s+burst=(\d+)\s+nodelay;", text)
+    assert burst, "deploy/nginx.conf: no `limit_req zone=... burst=N nodelay` for the auth zone"
+    return int(rate.group(2)), int(burst.group(1))
+
+
+def answered_by_nginx(front: Front, r: httpx.Response) -> bool:
+    """True when nginx answered `r` itself, asking no worker: its access log says `upstream=-`."""
+    line = logged_line(front.access_log, f"request_id={r.headers['x-request-id']}")
+    assert line is not None, f"request {r.headers['x-request-id']} not in nginx's access log"
+    return " upstream=- " in line
+
+
+# Last in this module: it spends the auth routes' burst allowance, which the tests above draw on too.
+async def test_a_burst_of_logins_meets_nginx_429_and_me_does_not(front):
+    rate, burst = auth_limit()
+    attempts = 2 * burst + 10
+    async with front.client() as c:
+        r = await c.post(
+            "/user/register",
+            json={
+                "username": (username := unique()),
+                "email": f"{username}@example.com",
+                "password": PASSWORD,
+            },
+        )
+        assert r.status_code == 201, r.text
+        access = r.json()["access_token"]
+        # nginx forgets `rate` requests a second: after this, whatever came before, the burst is whole
+        await asyncio.sleep(burst / rate + 0.5)
+
+        # One client address, all at once, each for a different (unknown) account: the app's own
+        # throttles are off in tests (conftest.py), so every 429 here is nginx's.
+        started = time.monotonic()
+        answers = await asyncio.gather(
+            *(
+                c.post("/user/login", json={"username": unique(), "password": PASSWORD})
+                for _ in range(attempts)
+            )
+        )
+        elapsed = time.monotonic() - started
+        refused = [r for r in answers if r.status_code == 429]
+        passed = [r for r in answers if r.status_code != 429]
+        # nodelay: the burst goes through at once, and then `rate` a second
+        assert burst + 1 <= len(passed) <= burst + 1 + math.ceil(rate * elapsed) + 1, (len(passed), elapsed)
+        assert refused, "no 429 from a burst over the limit"
+        for r in refused:
+            assert r.headers["content-type"] == "application/problem+json", r.headers
+            assert r.json() == {
+                "type": "about:blank",
+                "title": "Too many requests",
+                "status": 429,
+                "code": "throttled",
+                "detail": "Too many requests from this address. Try again in a second.",
+            }
+            assert r.headers["retry-after"] == "1" and r.headers["cache-control"] == "no-store"
+            assert re.fullmatch(r"[0-9a-f]{32}", r.headers["x-request-id"]), r.headers
+        assert answered_by_nginx(front, refused[0])
+        # the attempts let through reached the app, with nginx's request id: 401, not a 429
+        assert {r.status_code for r in passed} == {401}, [(r.status_code, r.text) for r in passed]
+        assert not answered_by_nginx(front, passed[0])
+        assert passed[0].json()["code"] == "invalid_credentials"
+
+        # the same burst on /user/me, a route nginx does not throttle: every one answered by the app
+        answers = await asyncio.gather(*(c.get("/user/me", headers=bearer(access)) for _ in range(attempts)))
+        assert [r.status_code for r in answers] == [200] * attempts, [
+            r.text for r in answers if r.status_code != 200
+        ]
+
+        # Retry-After holds: a second later, a login reaches the app again
+        await asyncio.sleep(1)
+        r = await c.post("/user/login", json={"username": username, "password": PASSWORD})
+        assert r.status_code == 200, r.text
