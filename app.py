@@ -13,7 +13,7 @@ from tortoise.contrib.starlette import RegisterTortoise
 
 import settings
 from apps.admin.urls import routes as admin_routes
-from apps.core import database, health, lifecycle
+from apps.core import database, health, lifecycle, metrics
 from apps.core.errors import EXCEPTION_HANDLERS
 from apps.core.logs import configure_logging
 from apps.core.openapi import docs_routes
@@ -23,6 +23,7 @@ from apps.user.urls import well_known_routes
 from middleware import (
     AllowedHostsMiddleware,
     JWTAuthenticationBackend,
+    MetricsMiddleware,
     ProblemCORSMiddleware,
     RequestContextMiddleware,
     authentication_failed,
@@ -41,6 +42,7 @@ API_VERSION = "1.0.0"
 def create_app(tortoise_config: dict | None = None) -> Starlette:
     """Build the app; `tortoise_config` defaults to settings.TORTOISE_ORM (tests pass their own)."""
     configure_logging()
+    metrics.configure()
     config = tortoise_config or settings.TORTOISE_ORM
 
     @asynccontextmanager
@@ -51,6 +53,8 @@ def create_app(tortoise_config: dict | None = None) -> Starlette:
 
     middleware = [
         Middleware(RequestContextMiddleware),
+        # only when on: off, metrics cost a request nothing, not even a layer
+        *([Middleware(MetricsMiddleware, allowed=settings.METRICS_ALLOWED_IPS)] if metrics.enabled() else []),
         Middleware(
             AllowedHostsMiddleware, allowed_hosts=settings.ALLOWED_HOSTS, any_host_paths=health.PROBE_PATHS
         ),

@@ -1,10 +1,12 @@
-"""HTTP middleware: request context (request id, access log, last-resort errors), host check, JWT auth.
+"""HTTP middleware: request context (request id, access log, last-resort errors), metrics, host check,
+JWT auth.
 
 `JWTAuthenticationBackend` is the only reader of the Authorization header.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import logging
 import re
@@ -19,8 +21,9 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import settings
+from apps.core import metrics
 from apps.core.errors import InvalidToken, problem_from, problem_response, unexpected_error_response
-from apps.core.logs import escape_field, request_id_var
+from apps.core.logs import client_ip_var, escape_field, request_id_var, user_id_var
 from apps.user import authentication
 
 access_log = logging.getLogger("authservice.access")
@@ -67,7 +70,12 @@ class RequestContextMiddleware:
             return
         request_id = self._request_id(scope)
         request_id_header = (b"x-request-id", request_id.encode())
+        # behind nginx, uvicorn's --proxy-headers has put the real client in scope["client"]
+        client = scope.get("client")
+        client_ip = client[0] if client else None
         token = request_id_var.set(request_id)
+        client_token = client_ip_var.set(client_ip)
+        user_token = user_id_var.set(None)  # JWTAuthenticationBackend sets it once the token is verified
         started = time.perf_counter()
         status = 500
         response_started = False
@@ -90,17 +98,93 @@ class RequestContextMiddleware:
         finally:
             if settings.ACCESS_LOG:
                 elapsed_ms = (time.perf_counter() - started) * 1000
-                # behind nginx, uvicorn's --proxy-headers has put the real client in scope["client"]
-                client = scope.get("client")
                 access_log.info(
                     '%s "%s %s" %s %.1fms',
-                    escape_field(client[0]) if client else "-",
+                    escape_field(client_ip) if client_ip else "-",
                     escape_field(scope["method"]),
                     escape_field(scope["path"]),
                     status,
                     elapsed_ms,
+                    # the same, as fields of a JSON line (LOG_FORMAT=json); the text format ignores them
+                    extra={
+                        "access": {
+                            "method": scope["method"],
+                            "path": scope["path"],
+                            "status": status,
+                            "duration_ms": round(elapsed_ms, 1),
+                        }
+                    },
                 )
+            user_id_var.reset(user_token)
+            client_ip_var.reset(client_token)
             request_id_var.reset(token)
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class MetricsMiddleware:
+    """Installed only with METRICS_ENABLED, just inside RequestContextMiddleware: times every request
+    (apps/core/metrics.py) and answers `GET /metrics` to the `allowed` networks.
+
+    The label is the template of the route the router matched (it leaves it in scope["route"]; the
+    scope is one dict all the way down), read after the request, so it costs no second routing.
+
+    `/metrics` is answered here, before the host check: Prometheus scrapes by IP, with whatever Host
+    that makes, and the allow-list on the client's address (uvicorn's, after FORWARDED_ALLOW_IPS) is
+    what protects it. To any other address the path does not exist: the request goes on down like
+    any other, through the host check to the router's 404, so its answer is an unknown path's.
+    """
+
+    def __init__(self, app: ASGIApp, allowed: tuple[IPNetwork, ...]) -> None:
+        self.app = app
+        self.allowed = allowed
+
+    def _may_scrape(self, scope: Scope) -> bool:
+        client = scope.get("client")
+        if not client:
+            return False
+        try:
+            address = ipaddress.ip_address(client[0])
+        except ValueError:  # a unix socket's peer, or a name: not an address on the list
+            return False
+        mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1 on a dual-stack socket
+        return any(address in net or (mapped is not None and mapped in net) for net in self.allowed)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what an exception that escapes becomes (RequestContextMiddleware's last resort)
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        path, method = scope["path"], scope["method"]
+        scrape = path == metrics.METRICS_PATH and method == "GET" and self._may_scrape(scope)
+        try:
+            if scrape:
+                await self._scrape(scope, receive, send_with_status)
+            else:
+                await self.app(scope, receive, send_with_status)
+        finally:
+            if scrape:
+                route = metrics.METRICS_PATH
+            else:
+                matched = scope.get("route")  # set by the router, there even when the view raised
+                route = matched.path if matched is not None else metrics.UNMATCHED_ROUTE
+            metrics.observe_request(method, route, status, time.perf_counter() - started)
+
+    @staticmethod
+    async def _scrape(scope: Scope, receive: Receive, send: Send) -> None:
+        accept = next((value for name, value in scope["headers"] if name == b"accept"), b"")
+        body, content_type = await metrics.exposition(accept.decode("latin-1"))
+        response = Response(body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
+        await response(scope, receive, send)
 
 
 class AllowedHostsMiddleware:
@@ -212,6 +296,7 @@ class JWTAuthenticationBackend(AuthenticationBackend):
             user = await authentication.authenticator().user_for_token(token)
         except authentication.TokenRefused as exc:
             raise AuthenticationError(str(exc)) from None
+        user_id_var.set(user.id)  # for the request's log lines; RequestContextMiddleware resets it
         return AuthCredentials(user.scopes), user
 
 

@@ -7,6 +7,7 @@ at start-up, with a message naming the setting, never later inside a request. Co
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from pathlib import Path
@@ -62,6 +63,11 @@ DEBUG = _bool("DEBUG", False)
 LOG_LEVEL = _str("LOG_LEVEL", "INFO").upper()
 # One line per request from the app itself (with the request id); run uvicorn with --no-access-log.
 ACCESS_LOG = _bool("ACCESS_LOG", True)
+# text: today's lines for people (`time LEVEL logger [request id] message`); json: one JSON object per
+# line for a log collector, with the request id, client IP and user id as fields (apps/core/logs.py).
+LOG_FORMAT = _str("LOG_FORMAT", "text").lower()
+if LOG_FORMAT not in {"text", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be text or json, not {LOG_FORMAT!r}")
 
 # The apps of this project, Django's INSTALLED_APPS: an app's apps.py registers what it starts and
 # stops (apps/core/lifecycle.py).
@@ -192,6 +198,34 @@ FORWARDED_ALLOW_IPS = _list("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 # Days an account's history (GET /user/events) is kept; `manage.py clearevents` removes older events.
 EVENT_RETENTION_DAYS = _int("EVENT_RETENTION_DAYS", 365, minimum=1)
+
+# --- metrics (apps/core/metrics.py) ----------------------------------------------------------------
+# Prometheus metrics at GET /metrics, for the addresses listed here only; anyone else (and everyone
+# while METRICS_ENABLED is false) gets the 404 of an unknown path. Off by default: no middleware at all.
+METRICS_ENABLED = _bool("METRICS_ENABLED", False)
+
+
+def _networks(name: str, default: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    networks = []
+    for entry in _list(name, default):
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name} entry {entry!r} is not an IP address or network like 10.0.0.0/8"
+            ) from None
+    return tuple(networks)
+
+
+# Addresses or networks (client IP as uvicorn reports it, after FORWARDED_ALLOW_IPS) that may scrape.
+METRICS_ALLOWED_IPS = _networks("METRICS_ALLOWED_IPS", "127.0.0.1,::1")
+# prometheus_client's own variable: a directory where every worker process of one server writes its
+# metrics, so that a scrape answered by any worker reports the totals of all (uvicorn --workers N).
+# Empty: each process reports its own. Read here so that .env can set it; the metrics module hands it
+# to prometheus_client.
+PROMETHEUS_MULTIPROC_DIR = _str("PROMETHEUS_MULTIPROC_DIR")
+if PROMETHEUS_MULTIPROC_DIR:
+    PROMETHEUS_MULTIPROC_DIR = os.path.abspath(PROMETHEUS_MULTIPROC_DIR)
 
 # /openapi.json and /docs: on in DEBUG, off otherwise unless enabled here.
 API_DOCS = _bool("API_DOCS", DEBUG)

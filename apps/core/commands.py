@@ -226,6 +226,15 @@ def check_settings(deploy: bool) -> list[tuple[str, str, str]]:
                 "FRONTEND_URL is http://: reset and verification links in mails travel in clear; use https.",
             )
         )
+    if settings.METRICS_ENABLED and any(network.prefixlen == 0 for network in settings.METRICS_ALLOWED_IPS):
+        issues.append(
+            (
+                "ERROR",
+                "security.E005",
+                "METRICS_ALLOWED_IPS allows every address: anyone can read /metrics; list the Prometheus "
+                "server's address or network.",
+            )
+        )
     if settings.API_DOCS and not settings.DEBUG:
         issues.append(
             (

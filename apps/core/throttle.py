@@ -22,7 +22,7 @@ from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.errors import StorageError
 
-from apps.core import lifecycle
+from apps.core import lifecycle, metrics
 from apps.core.errors import Problem
 
 logger = logging.getLogger("apps.throttle")
@@ -81,7 +81,8 @@ class Throttle:
         self._redis_down_until = time.monotonic() + REDIS_RETRY_SECONDS
 
     async def hit(self, limit: limits.RateLimitItem | None, *key: str) -> None:
-        """Count one attempt under `key`.
+        """Count one attempt under `key`, whose first part names the limit (for metrics: a constant
+        such as "login-ip", never client input; the parts after it say whose attempt it is).
 
         Raises:
             Throttled: the attempt is over the limit (and is not counted).
@@ -96,6 +97,7 @@ class Throttle:
             limiter = self._memory
             allowed = await limiter.hit(limit, *key)
         if not allowed:
+            metrics.count_throttled(key[0])
             raise Throttled(limit.amount, await self._retry_after(limiter, limit, key))
 
     async def _retry_after(self, limiter, limit: limits.RateLimitItem, key: tuple[str, ...]) -> int:

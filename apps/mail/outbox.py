@@ -14,6 +14,12 @@ registered (`composer()`); see models.py for why. A composer may decide that not
 
 The sender looks for due mail every MAIL_POLL_INTERVAL seconds; `wake()`, called by a producer once
 its transaction has committed, has this process's sender look at once.
+
+The backlog (mail neither sent nor given up, and the age of the oldest) is a metric read at scrape time
+(`backlog_metrics`): it is a fact of the table, true whichever process or host sends, and also where no
+web worker sends (MAIL_SENDER=false there); a gauge each sender set would report its own rounds only,
+and nothing at all from a worker without a sender. One COUNT and one MIN on the sender's index
+(sent_at, failed_at, ...), each scrape.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 import settings
-from apps.core import lifecycle
+from apps.core import lifecycle, metrics
 from apps.mail import backends
 from apps.mail.models import Mail
 
@@ -200,6 +206,27 @@ async def prune(*, days: int, now: datetime | None = None) -> int:
     """Delete the rows of mail sent or given up more than `days` ago (manage.py clearmail)."""
     cutoff = (now or _now()) - timedelta(days=days)
     return await Mail.filter(Q(sent_at__lt=cutoff) | Q(failed_at__lt=cutoff)).delete()
+
+
+@metrics.probe
+async def backlog_metrics() -> list:
+    """authservice_mail_outbox_backlog and authservice_mail_outbox_oldest_age_seconds, for a scrape."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    pending = Mail.filter(sent_at=None, failed_at=None)
+    backlog = await pending.count()
+    oldest = await pending.order_by("created_at").first().values_list("created_at", flat=True)
+    age = (_now() - oldest).total_seconds() if oldest is not None else 0.0
+    return [
+        GaugeMetricFamily(
+            "authservice_mail_outbox_backlog", "Mails in the outbox neither sent nor given up.", value=backlog
+        ),
+        GaugeMetricFamily(
+            "authservice_mail_outbox_oldest_age_seconds",
+            "Age of the oldest mail neither sent nor given up (0 when there is none).",
+            value=max(0.0, age),
+        ),
+    ]
 
 
 # --- the sender task, one per process -----------------------------------------------------------------

@@ -56,7 +56,7 @@ from passlib.context import CryptContext
 from passlib.exc import UnknownHashError
 
 import settings
-from apps.core import lifecycle
+from apps.core import lifecycle, metrics
 from apps.user.exceptions import HashingOverloaded
 
 
@@ -224,8 +224,13 @@ class HashingPool:
         *,
         max_wait: float | None = None,
         first_guess: Callable[[str, Mapping[str, float]], float] | None = None,
+        reports_metrics: bool = False,
     ) -> None:
         self.threads = threads
+        # The process's pool reports its queue and refusals (apps/core/metrics.py); the pools tests
+        # make for themselves must not move the process's gauges.
+        self.reports_metrics = reports_metrics
+        self._queued = 0  # admitted jobs no thread has started yet
         self.executor = ThreadPoolExecutor(threads, thread_name_prefix="hasher", initializer=_lower_priority)
         self._max_wait = max_wait
         # A kind never measured yet costs this (given the costs learned so far); the first
@@ -271,17 +276,30 @@ class HashingPool:
         with self._lock:
             predicted = self._expected_wait(now)
             if predicted * self.drift > _HEADROOM * self.max_wait:
-                self.stats.refused["busy"] += 1
+                self._refused("busy")
                 raise HashingOverloaded()
             job = _Job(sum(self.estimate(kind) for kind in work), account, now, predicted)
             self._jobs[job] = None
+            self._queue_moved(+1)
             return job
+
+    def _refused(self, reason: str) -> None:
+        self.stats.refused[reason] += 1
+        if self.reports_metrics:
+            metrics.count_hashing_refused(reason)
+
+    def _queue_moved(self, change: int) -> None:
+        # under self._lock: the gauge is set to the count, never moved by a delta, so it cannot drift
+        self._queued += change
+        if self.reports_metrics:
+            metrics.set_hashing_queue_depth(self._queued)
 
     def _release(self, job: _Job) -> None:
         # Called when the thread is done with the job (or it was cancelled before starting), not when
         # its caller stops waiting: a cancelled request's hash still occupies a thread until it ends.
         with self._lock:
-            self._jobs.pop(job, None)
+            if self._jobs.pop(job, False) is None and job.started is None:  # cancelled while queued
+                self._queue_moved(-1)
 
     def _learn(self, job: _Job, ops: list[tuple[str, float]]) -> None:
         wait = job.started - job.submitted
@@ -304,7 +322,9 @@ class HashingPool:
                     self.costs[kind] = cost + (seconds - cost) * (0.3 if seconds > cost else 0.1)
 
     def _execute(self, job: _Job, work: Sequence[str], fn, args):
-        job.started = time.perf_counter()
+        with self._lock:
+            job.started = time.perf_counter()
+            self._queue_moved(-1)
         ops = _thread.ops = []
         try:
             return fn(*args)
@@ -352,7 +372,7 @@ class HashingPool:
             turns = self._accounts[account] = _AccountTurns(self._accounts, account)
         ahead = turns.waiting + turns.lock.locked()
         if ahead and ahead * sum(self.estimate(kind) for kind in work) > _HEADROOM * self.max_wait:
-            self.stats.refused["account"] += 1
+            self._refused("account")
             turns.forget_if_idle()
             raise HashingOverloaded()
         if not ahead:  # the account's turn is now: no wait, whatever max_wait
@@ -362,7 +382,7 @@ class HashingPool:
         try:
             await asyncio.wait_for(turns.lock.acquire(), timeout=self.max_wait)
         except TimeoutError:
-            self.stats.refused["account"] += 1
+            self._refused("account")
             raise HashingOverloaded() from None
         finally:
             turns.waiting -= 1
@@ -380,7 +400,7 @@ def _first_guess(kind: str, costs: Mapping[str, float]) -> float:
 
 @cache
 def _pool() -> HashingPool:
-    return HashingPool(settings.PASSWORD_HASHER_THREADS, first_guess=_first_guess)
+    return HashingPool(settings.PASSWORD_HASHER_THREADS, first_guess=_first_guess, reports_metrics=True)
 
 
 # --- hashing and verifying (these run on the pool's threads) -----------------------------------------

@@ -29,13 +29,18 @@ from typing import Protocol
 from tortoise import connections
 
 import settings
-from apps.core import lifecycle
+from apps.core import lifecycle, metrics
 from apps.core.exceptions import ImproperlyConfigured
 
 _COUNTER = struct.Struct("<Q")
 
 
 class RevocationSignal(Protocol):
+    # Names the mechanism in the metric authservice_revocation_listener_in_sync{signal=...}: 1 while
+    # this process hears every revocation, 0 while it does not (a listener that lost its connection
+    # sets 0 until it has reconnected and resynchronised; apps/core/metrics.set_revocation_in_sync).
+    name: str
+
     def version(self) -> int:
         """A number that moves whenever a session ended or an account changed, anywhere it reaches."""
 
@@ -46,7 +51,10 @@ class RevocationSignal(Protocol):
 
 
 class LocalEpoch:
-    """A counter in a memory-mapped file that every worker on this host shares; 8 bytes per read."""
+    """A counter in a memory-mapped file that every worker on this host shares; 8 bytes per read.
+    Nothing to lose a connection to: always in sync."""
+
+    name = "local_epoch"
 
     def __init__(self, path: str) -> None:
         flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
@@ -100,6 +108,8 @@ class LocalEpoch:
 
 class ProcessEpoch:
     """An in-memory database (`sqlite://:memory:`) lives in one process; so does its counter."""
+
+    name = "process"
 
     def __init__(self) -> None:
         self._version = 0
@@ -163,6 +173,7 @@ async def start() -> None:
         if identity is None and not settings.REVOCATION_EPOCH_FILE
         else LocalEpoch(epoch_path(identity or "memory"))
     )
+    metrics.set_revocation_in_sync(_signal.name, True)
 
 
 def stop() -> None:

@@ -6,14 +6,22 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 import settings
+from apps.core import metrics
 from apps.core.errors import NotFound
 from apps.core.openapi import operation
 from apps.core.permissions import login_required
 from apps.core.requests import read_json, read_query
 from apps.core.responses import json_response
+from apps.core.throttle import Throttled
 from apps.user import accounts, events, keys, password_reset, queries, sessions, throttles, verification
 from apps.user.clients import client_of
-from apps.user.exceptions import AccountGone, SessionNotFound
+from apps.user.exceptions import (
+    AccountGone,
+    EmailUnverified,
+    HashingOverloaded,
+    InvalidCredentials,
+    SessionNotFound,
+)
 from apps.user.models import User, normalize_email, username_key
 from apps.user.schemas import (
     AcceptedOut,
@@ -94,9 +102,27 @@ async def login(request: Request) -> Response:
     data = await read_json(request, LoginIn)
     client = client_of(request)
     identifier = normalize_email(data.email) if data.email is not None else username_key(data.username or "")
-    async with throttles.login_attempt(identifier, client):
-        issued = await accounts.login(data.password, client, email=data.email, username=data.username)
+    try:
+        async with throttles.login_attempt(identifier, client):
+            issued = await accounts.login(data.password, client, email=data.email, username=data.username)
+    except Exception as exc:
+        metrics.count_login(_login_outcome(exc))
+        raise
+    metrics.count_login("success")
     return _tokens_response(issued)
+
+
+# What a login that failed counts as (authservice_logins_total{outcome}); anything else is "error".
+_LOGIN_OUTCOMES: dict[type[Exception], str] = {
+    InvalidCredentials: "invalid_credentials",
+    Throttled: "throttled",
+    EmailUnverified: "email_unverified",
+    HashingOverloaded: "overloaded",
+}
+
+
+def _login_outcome(exc: Exception) -> str:
+    return next((_LOGIN_OUTCOMES[cls] for cls in type(exc).__mro__ if cls in _LOGIN_OUTCOMES), "error")
 
 
 @operation(

@@ -260,6 +260,7 @@ def test_check_deploy_passes_a_sound_configuration():
         ({"CORS_ALLOWED_ORIGINS": "*"}, "settings.E000", 1),
         ({"DATABASE_URL": "sqlite:///tmp/prod.sqlite3"}, "database.W001", 0),
         ({"API_DOCS": "true"}, "security.W002", 0),
+        ({"METRICS_ENABLED": "true", "METRICS_ALLOWED_IPS": "0.0.0.0/0,::/0"}, "security.E005", 1),
         ({"EMAIL_BACKEND": "console"}, "mail.W001", 0),
         ({"FRONTEND_URL": "http://app.example.com"}, "mail.W002", 0),
     ],

@@ -63,6 +63,10 @@ def test_wildcard_cors_origin_is_refused():
         ("FRONTEND_URL", "localhost:5173"),
         ("EVENT_RETENTION_DAYS", "0"),
         ("SESSION_MAX_LIFETIME", "10"),
+        ("LOG_FORMAT", "xml"),
+        ("METRICS_ENABLED", "maybe"),
+        ("METRICS_ALLOWED_IPS", "prometheus.internal"),
+        ("METRICS_ALLOWED_IPS", "10.0.0.0/33"),
     ],
 )
 def test_invalid_values_are_refused(name, value):
@@ -89,5 +93,5 @@ def test_env_example_lists_every_setting():
     source = (ROOT / "settings.py").read_text()
     import re
 
-    read = set(re.findall(r'_(?:str|bool|int|list|limit)\(\s*"([A-Z_]+)"', source))
+    read = set(re.findall(r'_(?:str|bool|int|list|limit|networks)\(\s*"([A-Z_]+)"', source))
     assert read == listed, (read - listed, listed - read)
