@@ -217,8 +217,19 @@ def postgres_database(admin_url: str, name: str) -> str:
     return f"{admin_url}/{name}"
 
 
+def client_address() -> str:
+    """A random client address for X-Forwarded-For (honoured from 127.0.0.1, uvicorn's default
+    FORWARDED_ALLOW_IPS): many users log in from many addresses, and the per-IP throttles stay on."""
+    return f"10.{secrets.randbelow(256)}.{secrets.randbelow(256)}.{secrets.randbelow(254) + 1}"
+
+
 def login(base: str, user: int) -> dict:
-    r = httpx.post(base + "/user/login", json={"username": f"bench{user}", "password": PASSWORD}, timeout=30)
+    r = httpx.post(
+        base + "/user/login",
+        json={"username": f"bench{user}", "password": PASSWORD},
+        headers={"X-Forwarded-For": client_address()},
+        timeout=30,
+    )
     r.raise_for_status()
     return r.json()
 
@@ -264,9 +275,7 @@ class Storm:
             while not self._stop.is_set():
                 started = time.perf_counter()
                 body = {"username": f"bench{secrets.randbelow(self.users) + 1}", "password": PASSWORD}
-                # many users, many addresses (as login.lua): the per-IP throttles stay on
-                ip = f"10.{secrets.randbelow(256)}.{secrets.randbelow(256)}.{secrets.randbelow(254) + 1}"
-                r = client.post("/user/login", json=body, headers={"X-Forwarded-For": ip})
+                r = client.post("/user/login", json=body, headers={"X-Forwarded-For": client_address()})
                 if r.status_code == 200:
                     self.accepted.append(time.perf_counter() - started)
                 else:
