@@ -43,7 +43,8 @@ def create_app(tortoise_config: dict | None = None) -> Starlette:
     """Build the app; `tortoise_config` defaults to settings.TORTOISE_ORM (tests pass their own)."""
     configure_logging()
     metrics.configure()
-    config = tortoise_config or settings.TORTOISE_ORM
+    # a request never waits long on a database that is away: it is answered 503 (database.bounded)
+    config = database.bounded(tortoise_config or settings.TORTOISE_ORM, settings.DATABASE_TIMEOUT)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

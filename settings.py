@@ -55,6 +55,19 @@ def _int(name: str, default: int, *, minimum: int = 0) -> int:
     return value
 
 
+def _float(name: str, default: float, *, minimum: float) -> float:
+    raw = _str(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, not {raw!r}") from None
+    if not value >= minimum:  # NaN too
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {raw}")
+    return value
+
+
 def _list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in _str(name, default).split(",") if item.strip()]
 
@@ -236,6 +249,10 @@ MAX_BODY_SIZE = _int("MAX_BODY_SIZE", 64 * 1024, minimum=1024)
 DATABASE_URL = _str("DATABASE_URL", f"sqlite://{BASE_DIR / 'db.sqlite3'}")
 if urlsplit(DATABASE_URL).scheme not in {"sqlite", "postgres", "postgresql", "asyncpg"}:
     raise ImproperlyConfigured("DATABASE_URL must be sqlite://<path> or postgres://user@host:port/db")
+# Seconds a request waits on PostgreSQL at most, per wait: to connect, for a pooled connection, for
+# one statement (apps/core/database.py, bounded()). Past it the request is answered 503 with
+# Retry-After. A request can line up three such waits, so the default keeps the 503 within 2 s.
+DATABASE_TIMEOUT = _float("DATABASE_TIMEOUT", 0.5, minimum=0.05)
 
 
 def tortoise_config(database_url: str) -> dict:

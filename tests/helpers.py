@@ -92,7 +92,12 @@ def live_server(database_url: str, log_dir: Path, *uvicorn_args: str, env: dict[
             yield base
         finally:
             proc.terminate()
-            proc.wait(20)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:  # a shutdown that hangs fails the test, and ends here
+                proc.kill()
+                proc.wait()
+                raise
 
 
 def unique(prefix: str = "u") -> str:

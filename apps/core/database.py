@@ -1,14 +1,19 @@
-"""Database connection details that settings.tortoise_config() plugs into Tortoise."""
+"""Database connection details that settings.tortoise_config() and the app plug into Tortoise."""
 
 from __future__ import annotations
 
 import os
 import sqlite3
+from typing import Any
 
 import aiosqlite
 import asyncpg
+from asyncpg.pool import PoolAcquireContext
+from tortoise.backends.asyncpg.client import AsyncpgDBClient
 
 from apps.core import lifecycle
+
+ASYNCPG_ENGINE = "tortoise.backends.asyncpg"
 
 
 def create_sqlite_file(config: dict) -> None:
@@ -38,6 +43,63 @@ class PooledConnection(asyncpg.Connection):
 
     def get_reset_query(self) -> str:
         return ""
+
+
+class BoundedPool:
+    """asyncpg's pool, whose acquire() gives up after `acquire_timeout`; Tortoise never passes one, so
+    while every pooled connection is held by a request stuck on a database that does not answer, the
+    next request would queue for ever. The timeout also bounds the release of the connection (asyncpg
+    applies the acquire's). Everything else is the pool's own."""
+
+    def __init__(self, pool: asyncpg.Pool, acquire_timeout: float | None) -> None:
+        self._pool = pool
+        self._acquire_timeout = acquire_timeout
+
+    def acquire(self, *, timeout: float | None = None) -> PoolAcquireContext:
+        return self._pool.acquire(timeout=self._acquire_timeout if timeout is None else timeout)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
+
+
+class BoundedAsyncpgClient(AsyncpgDBClient):
+    """Tortoise's asyncpg client with a pool whose acquire() is bounded (`acquire_timeout`, seconds)."""
+
+    def __init__(self, *args, acquire_timeout: float | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.acquire_timeout = acquire_timeout
+
+    async def create_pool(self, **kwargs) -> BoundedPool:
+        return BoundedPool(await super().create_pool(**kwargs), self.acquire_timeout)
+
+
+# Tortoise's engine protocol: an engine is a module that names its client class. bounded() points
+# PostgreSQL connections at this module.
+client_class = BoundedAsyncpgClient
+
+
+def bounded(config: dict, timeout: float) -> dict:
+    """`config` for a process that answers requests: with PostgreSQL, no wait on the database lasts
+    longer than `timeout` seconds (connecting, waiting for a pooled connection, one statement), so a
+    database that is down or does not answer turns into a 503 within the contract's 2 s rather than
+    a request that hangs (a request can line up three such waits: a pooled connection, a statement,
+    the cancellation of that statement). manage.py keeps asyncpg's defaults: a migration or a bulk
+    deletion may rightly run for minutes.
+
+    The pool keeps no connection open when idle (minsize 0, unless DATABASE_URL says otherwise), so
+    creating it never waits on the database, and no background task reconnects and logs a traceback
+    per attempt while the database is away: each request connects when it needs to, within `timeout`.
+    Values DATABASE_URL sets itself (`?timeout=`, `?command_timeout=`, `?min_size=`) win.
+    """
+    connections = {}
+    for name, connection in config["connections"].items():
+        if isinstance(connection, dict) and connection.get("engine") == ASYNCPG_ENGINE:
+            credentials = {"minsize": 0, "timeout": timeout, "command_timeout": timeout}
+            credentials |= connection["credentials"]
+            credentials["acquire_timeout"] = timeout
+            connection = {**connection, "engine": __name__, "credentials": credentials}
+        connections[name] = connection
+    return {**config, "connections": connections}
 
 
 class SqliteReader:

@@ -1,15 +1,18 @@
 """One error shape for the whole service: RFC 9457 problem details (application/problem+json).
 
 Views raise a `Problem`; the handlers registered by `app.py` turn it, Starlette's
-HTTPException (404, 405) and any unexpected exception (500) into the same JSON shape.
+HTTPException (404, 405), a database that cannot be reached (503) and any unexpected exception (500)
+into the same JSON shape.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from typing import Any
 
+import asyncpg
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -159,9 +162,61 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     return problem_response(exc.status_code, code, title, detail, headers=exc.headers)
 
 
-async def handle_database_unavailable(request: Request, exc: Exception) -> Response:
-    logger.error("database unreachable: %s", type(exc).__name__)
+# What a database that is down, restarting, unreachable or not answering in time raises, as it reaches
+# a view or a middleware: Tortoise translates only some of asyncpg's errors, and not those of taking
+# a pooled connection or of BEGIN / COMMIT / ROLLBACK. The client can do nothing but try again later,
+# so each is a 503, never a 500.
+DATABASE_FAULTS: tuple[type[BaseException], ...] = (
+    DBConnectionError,  # Tortoise's own
+    OSError,  # a socket refused, reset or unresolvable; TimeoutError: connecting or a pooled connection
+    asyncpg.PostgresConnectionError,  # class 08: the connection was lost or refused by the server
+    asyncpg.exceptions.OperatorInterventionError,  # class 57: shutting down, starting up, statement cut
+    asyncpg.InterfaceError,  # "connection is closed": used after the server dropped it
+    asyncpg.exceptions.InternalClientError,  # a connection the server dropped between two statements
+)
+
+
+def is_database_fault(exc: BaseException) -> bool:
+    """Whether `exc`, or what it was raised from, says the database cannot be reached right now."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, DATABASE_FAULTS):
+            return True
+        seen = seen.__cause__
+    return False
+
+
+class OutageLog:
+    """A log line when requests start failing for want of the database, then at most one every
+    INTERVAL seconds, counting the 503s answered in between: under load, an outage must not write a
+    line per request, let alone a traceback. It names the exception type, never its message."""
+
+    INTERVAL = 10.0  # seconds
+
+    def __init__(self) -> None:
+        self._logged_at = -self.INTERVAL
+        self._unlogged = 0
+
+    def record(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._logged_at < self.INTERVAL:
+            self._unlogged += 1
+            return
+        unlogged, self._unlogged, self._logged_at = self._unlogged, 0, now
+        suffix = f"; {unlogged} more answered so since the previous line" if unlogged else ""
+        logger.error("database unreachable (%s): answering 503%s", type(exc).__name__, suffix)
+
+
+outage_log = OutageLog()
+
+
+def database_unavailable_response(exc: BaseException) -> Response:
+    outage_log.record(exc)
     return problem_from(ServiceUnavailable())
+
+
+async def handle_database_unavailable(request: Request, exc: Exception) -> Response:
+    return database_unavailable_response(exc)
 
 
 def unexpected_error_response(exc: BaseException) -> Response:
@@ -170,9 +225,9 @@ def unexpected_error_response(exc: BaseException) -> Response:
     The log line names the exception and where it was raised, never the traceback or the message
     (either can carry SQL, tokens or personal data); DEBUG adds both, to the log and the response.
     """
-    if isinstance(exc, DBConnectionError | ConnectionError):
-        logger.error("database unreachable: %s", type(exc).__name__)
-        return problem_from(ServiceUnavailable())
+    # raised outside the views (authentication's session look-up), or wrapped in another exception
+    if is_database_fault(exc):
+        return database_unavailable_response(exc)
     frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
     where = f"{frame.filename}:{frame.lineno}" if frame else "unknown location"
     if settings.DEBUG:
@@ -189,6 +244,5 @@ def unexpected_error_response(exc: BaseException) -> Response:
 EXCEPTION_HANDLERS = {
     Problem: handle_problem,
     HTTPException: handle_http_exception,
-    DBConnectionError: handle_database_unavailable,
-    ConnectionError: handle_database_unavailable,
+    **dict.fromkeys(DATABASE_FAULTS, handle_database_unavailable),
 }

@@ -242,12 +242,19 @@ def wake() -> None:
 
 
 async def _run(woken: asyncio.Event) -> None:
+    failing = False  # a line when rounds start failing and one when they succeed again, not one a round
     while True:
         woken.clear()
         try:
             await send_due()
         except Exception as exc:  # the database is away: the next round tries again
-            logger.error("the mail sender's round failed (%s)", type(exc).__name__)
+            if not failing:
+                logger.error("the mail sender's round failed (%s); retrying every round", type(exc).__name__)
+            failing = True
+        else:
+            if failing:
+                logger.info("the mail sender's rounds succeed again")
+            failing = False
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(woken.wait(), settings.MAIL_POLL_INTERVAL)
 
@@ -262,11 +269,17 @@ def start() -> None:
 async def stop() -> None:
     global _task, _woken
     _woken = None
-    if _task is not None:
-        _task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await _task
-        _task = None
+    task, _task = _task, None
+    if task is None:
+        return
+    # Cancelled until it ends, not once: Python 3.11's asyncio.wait_for, which aiosmtplib awaits every
+    # server reply with, loses a cancellation that arrives as the reply does, and the sender would go
+    # on sending (and the process on stopping) for ever.
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("the mail sender stopped on %s", type(task.exception()).__name__)
 
 
 lifecycle.register("mail sender", start=start, stop=stop)

@@ -12,12 +12,20 @@ the file's device and inode; PostgreSQL: the cluster's system identifier and the
 `localhost` and `127.0.0.1` in DATABASE_URL are one counter, and two databases are never one.
 Whoever can write the file can pin it and keep logged-out tokens alive until the cache's TTL, so the
 service creates it 0600 and refuses a file it does not own or that others can write.
+
+A database that does not answer at start-up does not stop the process (it answers /health, and 503
+elsewhere, until the database is back; a crash loop would not bring it sooner): the counter is then
+found as soon as the database answers, and until then no cache is trusted (`UnknownDatabase`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import fcntl
 import hashlib
+import itertools
+import logging
 import mmap
 import os
 import stat
@@ -30,7 +38,10 @@ from tortoise import connections
 
 import settings
 from apps.core import lifecycle, metrics
+from apps.core.errors import is_database_fault
 from apps.core.exceptions import ImproperlyConfigured
+
+logger = logging.getLogger("apps.user.revocation")
 
 _COUNTER = struct.Struct("<Q")
 
@@ -124,6 +135,27 @@ class ProcessEpoch:
         pass
 
 
+class UnknownDatabase:
+    """The signal until the database has said who it is (it did not answer at start-up), so which
+    counter this host's workers share is not known yet. Meanwhile no cache may be trusted: the version
+    moves on every read, so every authenticated request looks its session up (and is answered 503
+    while the database is away)."""
+
+    def __init__(self) -> None:
+        self._reads = itertools.count()
+
+    def version(self) -> int:
+        return next(self._reads)
+
+    async def publish(self, *, sessions: Iterable[str] = (), users: Iterable[int] = ()) -> None:
+        # A commit has just ended sessions, so the database answers: find the shared counter now,
+        # or the other workers of this host would go on trusting their caches.
+        await (await resolve()).publish(sessions=sessions, users=users)
+
+    def close(self) -> None:
+        pass
+
+
 async def database_identity() -> str | None:
     """Who the database is, by its own account; None for an in-memory SQLite database."""
     connection = connections.get("default")
@@ -156,6 +188,8 @@ def epoch_path(identity: str) -> str:
 
 
 _signal: RevocationSignal | None = None
+_resolving: asyncio.Task | None = None
+RESOLVE_RETRY_INTERVAL = 1.0  # seconds between two attempts while the database is away at start-up
 
 
 def signal() -> RevocationSignal:
@@ -165,19 +199,69 @@ def signal() -> RevocationSignal:
     return _signal
 
 
-async def start() -> None:
+async def resolve() -> RevocationSignal:
+    """The signal of the database, asking the database who it is if that is not known yet.
+
+    Raises:
+        ImproperlyConfigured: the counter file cannot be used.
+        Exception: whatever the database raises when it does not answer (errors.is_database_fault).
+    """
     global _signal
+    if _signal is not None and not isinstance(_signal, UnknownDatabase):
+        return _signal
     identity = await database_identity()
-    _signal = (
-        ProcessEpoch()
-        if identity is None and not settings.REVOCATION_EPOCH_FILE
-        else LocalEpoch(epoch_path(identity or "memory"))
-    )
-    metrics.set_revocation_in_sync(_signal.name, True)
+    if _signal is None or isinstance(_signal, UnknownDatabase):  # nobody resolved it meanwhile
+        _signal = (
+            ProcessEpoch()
+            if identity is None and not settings.REVOCATION_EPOCH_FILE
+            else LocalEpoch(epoch_path(identity or "memory"))
+        )
+        metrics.set_revocation_in_sync(_signal.name, True)
+    return _signal
 
 
-def stop() -> None:
-    global _signal
+async def _resolve_when_the_database_answers() -> None:
+    while True:
+        await asyncio.sleep(RESOLVE_RETRY_INTERVAL)
+        try:
+            await resolve()
+        except Exception as exc:
+            if is_database_fault(exc):
+                continue
+            # the counter file is unusable: refusing to start is no longer possible; stay untrusting
+            logger.critical("revocation counter unusable (%s); every request checks its session", exc)
+            return
+        logger.info("revocation counter found: session caches are trusted again")
+        return
+
+
+async def start() -> None:
+    global _signal, _resolving
+    if settings.REVOCATION_EPOCH_FILE:  # named by the operator: no need to ask the database who it is
+        _signal = LocalEpoch(settings.REVOCATION_EPOCH_FILE)
+        return
+    try:
+        await resolve()
+    except Exception as exc:
+        if not is_database_fault(exc):
+            raise
+        logger.warning(
+            "the database did not answer at start-up (%s): no session cache is trusted until it does",
+            type(exc).__name__,
+        )
+        _signal = UnknownDatabase()
+        _resolving = asyncio.get_running_loop().create_task(
+            _resolve_when_the_database_answers(), name="revocation counter"
+        )
+
+
+async def stop() -> None:
+    global _signal, _resolving
+    if _resolving is not None:
+        _resolving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await _resolving
+        _resolving = None
     if _signal is not None:
         _signal.close()
         _signal = None

@@ -93,5 +93,5 @@ def test_env_example_lists_every_setting():
     source = (ROOT / "settings.py").read_text()
     import re
 
-    read = set(re.findall(r'_(?:str|bool|int|list|limit|networks)\(\s*"([A-Z_]+)"', source))
+    read = set(re.findall(r'_(?:str|bool|int|float|list|limit|networks)\(\s*"([A-Z_]+)"', source))
     assert read == listed, (read - listed, listed - read)
