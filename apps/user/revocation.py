@@ -239,6 +239,7 @@ async def start() -> None:
     global _signal, _resolving
     if settings.REVOCATION_EPOCH_FILE:  # named by the operator: no need to ask the database who it is
         _signal = LocalEpoch(settings.REVOCATION_EPOCH_FILE)
+        metrics.set_revocation_in_sync(_signal.name, True)
         return
     try:
         await resolve()
@@ -250,6 +251,7 @@ async def start() -> None:
             type(exc).__name__,
         )
         _signal = UnknownDatabase()
+        metrics.set_revocation_in_sync("local_epoch", False)  # no cache is trusted meanwhile
         _resolving = asyncio.get_running_loop().create_task(
             _resolve_when_the_database_answers(), name="revocation counter"
         )

@@ -289,7 +289,7 @@ async def test_a_probe_that_fails_leaves_its_metric_out_not_the_scrape(metrics_a
 
 async def test_the_revocation_signal_reports_in_sync(metrics_app, local):
     # set when the signal starts (with the app's lifespan): start it again under the metrics app
-    revocation.stop()
+    await revocation.stop()
     await revocation.start()
     name = revocation.signal().name
     assert name in {"local_epoch", "process"}
