@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import uuid
 
 # Settings are read at import: fix the environment first, whatever a developer's .env says.
 os.environ.update(
@@ -33,14 +32,13 @@ os.environ.update(
     EMAIL_PORT="9",
 )
 
-import asyncpg  # noqa: E402
 import httpx  # noqa: E402
 import pytest  # noqa: E402
 from tortoise.backends.base.executor import EXECUTOR_CACHE  # noqa: E402
 
 import settings  # noqa: E402
 from app import create_app  # noqa: E402
-from tests.helpers import free_port, logged_in_account, migrate, postgres_url_for  # noqa: E402
+from tests.helpers import free_port, fresh_postgres_database, logged_in_account, migrate  # noqa: E402
 
 BACKENDS = ["sqlite", "postgres"]
 
@@ -55,16 +53,8 @@ async def database_url(request, tmp_path_factory):
     base = os.environ.get("TEST_DATABASE_URL")
     if not base:
         pytest.skip("TEST_DATABASE_URL is not set: the PostgreSQL run is skipped (.ci/run sets it)")
-    name = f"authtest_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(base.replace("postgres://", "postgresql://", 1))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        url = postgres_url_for(base, name)
-        migrate(url)
+    async with fresh_postgres_database(base, "authtest") as url:
         yield url
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,23 @@ def postgres_url_for(base_url: str, database: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, parts.fragment))
 
 
+@contextlib.asynccontextmanager
+async def fresh_postgres_database(base_url: str, prefix: str):
+    """A new PostgreSQL database on `base_url`'s server, migrated by manage.py; dropped afterwards."""
+    import asyncpg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(base_url.replace("postgres://", "postgresql://", 1))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        url = postgres_url_for(base_url, name)
+        migrate(url)
+        yield url
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
 def migrate(database_url: str) -> None:
     """Apply the migrations the way an operator does, through manage.py."""
     env = {**os.environ, "DATABASE_URL": database_url}

@@ -18,17 +18,15 @@ import re
 import socket
 import statistics
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 from urllib.parse import unquote
 
-import asyncpg
 import httpx
 import pytest
 
 from tests.conftest import Mailbox
-from tests.helpers import PASSWORD, live_server, migrate, postgres_url_for, unique
+from tests.helpers import PASSWORD, fresh_postgres_database, live_server, migrate, unique
 
 FRONTEND_URL = "https://app.example.com"
 VERIFY_SUBJECT = "Confirm your email address"
@@ -59,16 +57,8 @@ async def fresh_database(database_url, tmp_path):
         migrate(url)
         yield url
         return
-    name = f"mailtest_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(database_url.replace("postgres://", "postgresql://", 1))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        url = postgres_url_for(database_url, name)
-        migrate(url)
+    async with fresh_postgres_database(database_url, "mailtest") as url:
         yield url
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 @pytest.fixture
