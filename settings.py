@@ -145,8 +145,8 @@ for _origin in CORS_ALLOWED_ORIGINS:
             f"CORS_ALLOWED_ORIGINS entry {_origin!r} is not an origin like https://app.example.com"
         )
 
-# Per-worker cache of live sessions, dropped on every revocation (apps/user/revocation.py).
-# Turn it off when workers run on several hosts: then every authenticated request queries its session.
+# Per-worker cache of live sessions; a revocation removes the sessions it ended from every worker's
+# cache, on every host (apps/user/revocation.py). Off: every authenticated request queries its session.
 SESSION_CACHE = _bool("SESSION_CACHE", True)
 SESSION_CACHE_TTL = _int("SESSION_CACHE_TTL", 60, minimum=0)  # seconds; bounds staleness of out-of-band edits
 # The shared counter telling workers on this host that sessions ended (default: /dev/shm, one per database).
@@ -249,6 +249,22 @@ MAX_BODY_SIZE = _int("MAX_BODY_SIZE", 64 * 1024, minimum=1024)
 DATABASE_URL = _str("DATABASE_URL", f"sqlite://{BASE_DIR / 'db.sqlite3'}")
 if urlsplit(DATABASE_URL).scheme not in {"sqlite", "postgres", "postgresql", "asyncpg"}:
     raise ImproperlyConfigured("DATABASE_URL must be sqlite://<path> or postgres://user@host:port/db")
+
+# How revocations reach the workers of other hosts (apps/user/revocation.py); workers of one host also
+# share the host-local counter file. auto: PostgreSQL LISTEN/NOTIFY when the database is PostgreSQL
+# (the notice is part of the commit that ends the session), none on SQLite (one host). redis: pub/sub
+# on REDIS_URL. local: the host-local counter alone (every worker on one host).
+REVOCATION_SIGNAL = _str("REVOCATION_SIGNAL", "auto").lower()
+if REVOCATION_SIGNAL not in {"auto", "postgres", "redis", "local"}:
+    raise ImproperlyConfigured(
+        f"REVOCATION_SIGNAL must be auto, postgres, redis or local, not {REVOCATION_SIGNAL!r}"
+    )
+if REVOCATION_SIGNAL == "auto":
+    REVOCATION_SIGNAL = "local" if urlsplit(DATABASE_URL).scheme == "sqlite" else "postgres"
+if REVOCATION_SIGNAL == "postgres" and urlsplit(DATABASE_URL).scheme == "sqlite":
+    raise ImproperlyConfigured("REVOCATION_SIGNAL=postgres needs a PostgreSQL DATABASE_URL")
+if REVOCATION_SIGNAL == "redis" and not REDIS_URL:
+    raise ImproperlyConfigured("REVOCATION_SIGNAL=redis needs REDIS_URL")
 # Seconds a request waits on PostgreSQL at most, per wait: to connect, for a pooled connection, for
 # one statement (apps/core/database.py, bounded()). Past it the request is answered 503 with
 # Retry-After. A request can line up three such waits, so the default keeps the 503 within 2 s.

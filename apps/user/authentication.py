@@ -1,17 +1,17 @@
 """Bearer access token -> `request.user`, cheaply and without making revocation slow.
 
 Each worker remembers verified access tokens (PyJWT runs once per token, not per request) and live
-sessions (no query per request). Both caches are trusted only while the revocation signal
-(revocation.py) stands still: every commit that ends a session or changes what `request.user` shows
-publishes through it, and a worker that sees it move drops its sessions. A session miss costs one
-indexed query (queries.session_user). Time comes from an injected clock, so tests move it instead
-of sleeping.
+sessions (no query per request). The session cache listens to revocation.py: every commit that ends
+a session or changes what `request.user` shows reaches every worker of every host, which removes
+exactly those sessions (all of an account's for an account change); while the revocation signal is
+not in sync (a listener reconnecting), no cached session is trusted. A session miss costs one indexed
+query (queries.session_user). Time comes from an injected clock, so tests move it instead of sleeping.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from starlette.authentication import BaseUser
 
@@ -85,17 +85,19 @@ SessionLoader = Callable[[int, str], Awaitable[AuthenticatedUser | None]]
 
 
 class Authenticator:
-    """Verified tokens and live sessions of this worker, valid while the revocation signal stands still."""
+    """Verified tokens and live sessions of this worker; the listener of the revocation signal."""
 
-    def __init__(
-        self, signal: revocation.RevocationSignal, load_session: SessionLoader, clock: Clock
-    ) -> None:
+    def __init__(self, signal: revocation.Revocation, load_session: SessionLoader, clock: Clock) -> None:
         self.signal = signal
         self.load_session = load_session
         self.clock = clock
         self._tokens: dict[str, tokens.AccessClaims] = {}
         self._sessions: dict[str, tuple[AuthenticatedUser, float]] = {}
-        self._seen_version = signal.version()
+        self._sessions_of: dict[int, set[str]] = {}  # account id -> its cached sessions
+        # Moves with every revocation heard: a session looked up while it moved is not cached, as the
+        # answer may predate the revocation.
+        self._revocations_heard = 0
+        signal.listen(self)
 
     def claims(self, token: str) -> tokens.AccessClaims:
         """Decode `token`, once per token; expiry is still checked on every use.
@@ -117,12 +119,31 @@ class Authenticator:
             raise TokenRefused("The access token has expired.")
         return claims
 
-    def _current_version(self) -> int:
-        version = self.signal.version()
-        if version != self._seen_version:  # sessions ended or accounts changed somewhere: forget them
-            self._sessions.clear()
-            self._seen_version = version
-        return version
+    # --- revocation.Listener ---
+
+    def forget(self, sessions: Iterable[str], users: Iterable[int]) -> None:
+        self._revocations_heard += 1
+        for session_id in sessions:
+            self._drop(session_id)
+        for user_id in users:
+            for session_id in self._sessions_of.pop(user_id, ()):
+                self._sessions.pop(session_id, None)
+
+    def forget_all(self) -> None:
+        self._revocations_heard += 1
+        self._sessions.clear()
+        self._sessions_of.clear()
+
+    # --- the session cache ---
+
+    def _drop(self, session_id: str) -> None:
+        entry = self._sessions.pop(session_id, None)
+        if entry is not None:
+            of_user = self._sessions_of.get(entry[0].id)
+            if of_user is not None:
+                of_user.discard(session_id)
+                if not of_user:
+                    del self._sessions_of[entry[0].id]
 
     def _cached_session(self, session_id: str) -> AuthenticatedUser | None:
         entry = self._sessions.get(session_id)
@@ -132,17 +153,15 @@ class Authenticator:
         now = self.clock()
         # Past the session's expiry or the cache TTL: look again (a refresh may have extended it).
         if user.session_expires_at <= now or now - cached_at > settings.SESSION_CACHE_TTL:
-            del self._sessions[session_id]
+            self._drop(session_id)
             return None
         return user
 
-    def _remember(self, user: AuthenticatedUser, version: int) -> None:
-        # Not if the signal moved while the query ran: the answer may predate the revocation.
-        if version != self._seen_version or not settings.SESSION_CACHE:
-            return
+    def _remember(self, user: AuthenticatedUser) -> None:
         if len(self._sessions) >= SESSION_CACHE_SIZE:
-            del self._sessions[next(iter(self._sessions))]
+            self._drop(next(iter(self._sessions)))  # oldest first
         self._sessions[user.session_id] = (user, self.clock())
+        self._sessions_of.setdefault(user.id, set()).add(user.session_id)
 
     async def user_for_token(self, token: str) -> AuthenticatedUser:
         """The user behind an access token whose session is live.
@@ -151,13 +170,16 @@ class Authenticator:
             TokenRefused: the token is invalid or expired, or its session has ended.
         """
         claims = self.claims(token)
-        version = self._current_version()
-        user = self._cached_session(claims.session_id)
+        # False while a listener is reconnecting: then every request looks its session up.
+        cache = settings.SESSION_CACHE and self.signal.trusted()
+        user = self._cached_session(claims.session_id) if cache else None
         if user is None:
+            heard = self._revocations_heard
             user = await self.load_session(claims.user_id, claims.session_id)
             if user is None:
                 raise TokenRefused("The session of this access token has ended.")
-            self._remember(user, version)
+            if cache and heard == self._revocations_heard:
+                self._remember(user)
         if user.id != claims.user_id:
             raise TokenRefused("The access token is malformed or not issued by this service.")
         return user

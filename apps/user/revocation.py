@@ -1,21 +1,33 @@
-"""Revocation: how every worker learns that sessions ended or an account changed, without a query per
-request.
+"""Revocation: how every worker of every host learns which sessions ended and which accounts changed,
+so that it can keep a cache of live sessions and still refuse a logged-out token on the next request.
 
-One protocol, `RevocationSignal`: `publish()` is called by sessions.py alone, after the commit that
-ended sessions or changed an account; `version()` is read by authentication.py at the start of every
-authenticated request, and a worker drops its cached sessions when the version moved. The first
-implementation, `LocalEpoch`, is a counter in a small memory-mapped file shared by the processes of
-one host; PostgreSQL NOTIFY and Redis pub/sub (several hosts) come next behind the same protocol.
+sessions.ending() is the one publisher: inside the transaction that ends sessions or changes an
+account it calls `Revocation.announce()`, after the commit `Revocation.publish()`. The one listener
+per process is the authenticator (authentication.py), which removes exactly the sessions named (all
+of an account's for an account) from its cache: a busy logout rate costs each worker a few dict
+deletions, never its whole cache. Two carriers work together:
+
+- `LocalEpoch`, on every host: a counter and a ring of the last revocations in a small memory-mapped
+  file shared by the processes of the host. A worker reads 8 bytes per authenticated request, and the
+  new entries when the counter moved: a logout is refused by every worker of the host on the very
+  next request, with no network in between.
+- the cross-host listener, chosen by REVOCATION_SIGNAL: `PostgresNotify` (LISTEN/NOTIFY on a
+  connection of its own; the NOTIFY is part of the transaction, so PostgreSQL delivers it exactly when
+  the commit lands and never for a rollback) or `RedisPubSub` (published after the commit). None on
+  SQLite, which has one host.
+
+A listener can lose its connection and messages with it. While it is not connected and caught up,
+`Revocation.trusted()` is False and the authenticator looks every session up (no cache); on
+reconnecting it listens first, then drops every cached session (what it missed is unknown), and only
+then trusts its cache again. The metric authservice_revocation_listener_in_sync{signal} says which.
 
 The counter file is named after the database's identity as the database itself reports it (SQLite:
 the file's device and inode; PostgreSQL: the cluster's system identifier and the database's oid), so
 `localhost` and `127.0.0.1` in DATABASE_URL are one counter, and two databases are never one.
-Whoever can write the file can pin it and keep logged-out tokens alive until the cache's TTL, so the
-service creates it 0600 and refuses a file it does not own or that others can write.
-
-A database that does not answer at start-up does not stop the process (it answers /health, and 503
-elsewhere, until the database is back; a crash loop would not bring it sooner): the counter is then
-found as soon as the database answers, and until then no cache is trusted (`UnknownDatabase`).
+Whoever can write the file can hide revocations from this host's caches until their TTL, so the
+service creates it 0600 and refuses a file it does not own or that others can write. A database
+that does not answer at start-up does not stop the process: the file is found as soon as the
+database answers, and until then no cache is trusted (`UnknownDatabase`).
 """
 
 from __future__ import annotations
@@ -24,16 +36,20 @@ import asyncio
 import contextlib
 import fcntl
 import hashlib
-import itertools
+import inspect
+import json
 import logging
 import mmap
 import os
 import stat
 import struct
 import tempfile
+import uuid
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
+import asyncpg
+import redis.asyncio as redis
 from tortoise import connections
 
 import settings
@@ -43,27 +59,69 @@ from apps.core.exceptions import ImproperlyConfigured
 
 logger = logging.getLogger("apps.user.revocation")
 
-_COUNTER = struct.Struct("<Q")
+CHANNEL = "authservice_revocation"  # the NOTIFY channel and the Redis channel
+HEARTBEAT_SECONDS = 2.0  # how often a quiet listener checks that its connection still answers
+RECONNECT_MAX_SECONDS = 5.0  # the longest wait between two attempts to reconnect
+NOTIFY_PAYLOAD_MAX = 7900  # PostgreSQL refuses a payload of 8000 bytes or more
+PENDING_MAX = 100  # Redis messages kept while Redis does not answer, before they collapse into one
 
 
-class RevocationSignal(Protocol):
-    # Names the mechanism in the metric authservice_revocation_listener_in_sync{signal=...}: 1 while
-    # this process hears every revocation, 0 while it does not (a listener that lost its connection
-    # sets 0 until it has reconnected and resynchronised; apps/core/metrics.set_revocation_in_sync).
-    name: str
+class Listener(Protocol):
+    """What hears revocations in a process: the authenticator's cache."""
 
-    def version(self) -> int:
-        """A number that moves whenever a session ended or an account changed, anywhere it reaches."""
+    def forget(self, sessions: Iterable[str], users: Iterable[int]) -> None:
+        """These sessions ended / these accounts changed."""
 
-    async def publish(self, *, sessions: Iterable[str] = (), users: Iterable[int] = ()) -> None:
-        """Tell every worker that these sessions ended / these accounts changed (after the commit)."""
+    def forget_all(self) -> None:
+        """Anything may have changed (messages were missed, or nothing more precise is known)."""
 
-    def close(self) -> None: ...
+
+class _Nobody:
+    def forget(self, sessions: Iterable[str], users: Iterable[int]) -> None:
+        pass
+
+    def forget_all(self) -> None:
+        pass
+
+
+def encode(sessions: Iterable[str], users: Iterable[int]) -> str:
+    """One revocation as a message; "everything" when it names nothing (or too much to carry)."""
+    sessions, users = sorted(sessions), sorted(users)
+    if not sessions and not users:
+        return '{"all":true}'
+    message = json.dumps({"s": sessions, "u": users}, separators=(",", ":"))
+    return message if len(message) <= NOTIFY_PAYLOAD_MAX else '{"all":true}'
+
+
+def deliver(message: str | bytes, listener: Listener) -> None:
+    """Hand a message made by encode() to the listener; anything unreadable counts as "everything"."""
+    try:
+        data = json.loads(message)
+        if data.get("all"):
+            raise ValueError
+        sessions = [str(uuid.UUID(s)) for s in data.get("s", [])]
+        users = [int(u) for u in data.get("u", [])]
+    except (ValueError, TypeError, AttributeError):
+        listener.forget_all()
+        return
+    listener.forget(sessions, users)
+
+
+# --- on one host ----------------------------------------------------------------------------------
+
+_COUNTER = struct.Struct("<Q")  # entries written so far
+# One entry: its sequence number (written last, so a reader sees a half-written entry as such), what
+# it names, and the name: a session's UUID, or an account id.
+_ENTRY = struct.Struct("<QB7x16s")
+_ALL, _SESSION, _USER = 0, 1, 2
+RING_ENTRIES = 4096
+_FILE_SIZE = _COUNTER.size + RING_ENTRIES * _ENTRY.size
 
 
 class LocalEpoch:
-    """A counter in a memory-mapped file that every worker on this host shares; 8 bytes per read.
-    Nothing to lose a connection to: always in sync."""
+    """The revocations of this host's processes, in a file they all map: a counter and a ring of the
+    last RING_ENTRIES revocations. A reader further behind than the ring, or that finds an entry
+    overwritten while it read it, forgets everything instead. Nothing to lose a connection to."""
 
     name = "local_epoch"
 
@@ -88,29 +146,74 @@ class LocalEpoch:
                     f"(mode {stat.S_IMODE(info.st_mode):o}); whoever can write it can keep logged-out "
                     "tokens alive. chmod 600 it"
                 )
-            if info.st_size < _COUNTER.size:
-                os.ftruncate(fd, _COUNTER.size)
-            self._map = mmap.mmap(fd, _COUNTER.size)
+            if info.st_size < _FILE_SIZE:  # new, or a counter of an earlier version: its ring reads as "all"
+                os.ftruncate(fd, _FILE_SIZE)
+            self._map = mmap.mmap(fd, _FILE_SIZE)
             # flock on a descriptor of our own, kept open: the path could be swapped after this check
             self._lock_fd = os.dup(fd)
         finally:
             os.close(fd)
         self.path = path
+        self._seen = self.version()
 
     def version(self) -> int:
+        """How many revocations were ever written to the file."""
         return _COUNTER.unpack_from(self._map)[0]
 
-    def bump(self) -> None:
-        # An exclusive lock across processes: two concurrent bumps must both move the counter.
+    def write(self, sessions: Iterable[str] = (), users: Iterable[int] = ()) -> None:
+        """Add a revocation for every process of the host; naming nothing means everything."""
+        entries: list[tuple[int, bytes]] = []
+        for session in sessions:
+            try:
+                entries.append((_SESSION, uuid.UUID(session).bytes))
+            except ValueError:
+                entries = []  # not a session id this service issues: say "everything" instead
+                break
+        else:
+            entries += [(_USER, _COUNTER.pack(user).ljust(16, b"\0")) for user in users]
+        if not entries or len(entries) > RING_ENTRIES // 4:
+            entries = [(_ALL, bytes(16))]
+        # An exclusive lock across processes: two writers must not take the same sequence numbers.
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         try:
-            _COUNTER.pack_into(self._map, 0, self.version() + 1)
+            written = self.version()
+            for kind, name in entries:
+                written += 1
+                offset = _COUNTER.size + (written % RING_ENTRIES) * _ENTRY.size
+                _COUNTER.pack_into(self._map, offset, 0)  # a reader now sees the slot as being written
+                _ENTRY.pack_into(self._map, offset, 0, kind, name)
+                _COUNTER.pack_into(self._map, offset, written)
+            _COUNTER.pack_into(self._map, 0, written)
         finally:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
-    async def publish(self, *, sessions: Iterable[str] = (), users: Iterable[int] = ()) -> None:
-        # One host, one counter: every cached session is dropped, whichever ended.
-        self.bump()
+    def catch_up(self, listener: Listener) -> bool:
+        """Deliver what other processes wrote since the last call; always in sync (True)."""
+        written = self.version()
+        if written == self._seen:
+            return True
+        sessions: list[str] = []
+        users: list[int] = []
+        everything = not 0 < written - self._seen <= RING_ENTRIES
+        sequence = self._seen
+        while not everything and sequence < written:
+            sequence += 1
+            offset = _COUNTER.size + (sequence % RING_ENTRIES) * _ENTRY.size
+            number, kind, name = _ENTRY.unpack_from(self._map, offset)
+            if number != sequence or _COUNTER.unpack_from(self._map, offset)[0] != sequence:
+                everything = True  # overwritten by a writer a whole ring ahead, or mid-write
+            elif kind == _SESSION:
+                sessions.append(str(uuid.UUID(bytes=name)))
+            elif kind == _USER:
+                users.append(_COUNTER.unpack_from(name)[0])
+            else:
+                everything = True
+        self._seen = written
+        if everything:
+            listener.forget_all()
+        else:
+            listener.forget(sessions, users)
+        return True
 
     def close(self) -> None:
         self._map.close()
@@ -118,39 +221,31 @@ class LocalEpoch:
 
 
 class ProcessEpoch:
-    """An in-memory database (`sqlite://:memory:`) lives in one process; so does its counter."""
+    """An in-memory database (`sqlite://:memory:`) lives in one process: nobody else to tell."""
 
     name = "process"
 
-    def __init__(self) -> None:
-        self._version = 0
+    def write(self, sessions: Iterable[str] = (), users: Iterable[int] = ()) -> None:
+        pass
 
-    def version(self) -> int:
-        return self._version
-
-    async def publish(self, *, sessions: Iterable[str] = (), users: Iterable[int] = ()) -> None:
-        self._version += 1
+    def catch_up(self, listener: Listener) -> bool:
+        return True
 
     def close(self) -> None:
         pass
 
 
 class UnknownDatabase:
-    """The signal until the database has said who it is (it did not answer at start-up), so which
-    counter this host's workers share is not known yet. Meanwhile no cache may be trusted: the version
-    moves on every read, so every authenticated request looks its session up (and is answered 503
-    while the database is away)."""
+    """The host-local carrier until the database has said who it is (it did not answer at start-up),
+    so which file this host's workers share is not known yet. Meanwhile no cache is trusted."""
 
-    def __init__(self) -> None:
-        self._reads = itertools.count()
+    name = "local_epoch"
 
-    def version(self) -> int:
-        return next(self._reads)
+    def write(self, sessions: Iterable[str] = (), users: Iterable[int] = ()) -> None:
+        pass  # Revocation.publish finds the file first: a commit has just shown the database answers
 
-    async def publish(self, *, sessions: Iterable[str] = (), users: Iterable[int] = ()) -> None:
-        # A commit has just ended sessions, so the database answers: find the shared counter now,
-        # or the other workers of this host would go on trusting their caches.
-        await (await resolve()).publish(sessions=sessions, users=users)
+    def catch_up(self, listener: Listener) -> bool:
+        return False
 
     def close(self) -> None:
         pass
@@ -187,44 +282,301 @@ def epoch_path(identity: str) -> str:
     return os.path.join(directory, f"authservice-{os.geteuid()}-{digest}.epoch")
 
 
-_signal: RevocationSignal | None = None
+async def local_carrier() -> LocalEpoch | ProcessEpoch:
+    """The host-local carrier of the database, asking the database who it is.
+
+    Raises:
+        ImproperlyConfigured: the counter file cannot be used.
+        Exception: whatever the database raises when it does not answer (errors.is_database_fault).
+    """
+    if settings.REVOCATION_EPOCH_FILE:  # named by the operator: no need to ask the database who it is
+        return LocalEpoch(settings.REVOCATION_EPOCH_FILE)
+    identity = await database_identity()
+    return ProcessEpoch() if identity is None else LocalEpoch(epoch_path(identity))
+
+
+# --- across hosts ---------------------------------------------------------------------------------
+
+
+class CrossHostListener:
+    """A connection of its own that hears every other host's revocations; reconnects by itself.
+
+    `synced` is True only while connected, listening and caught up. Subclasses say how to connect,
+    listen, check the connection and publish."""
+
+    name = ""
+
+    def __init__(self) -> None:
+        self.synced = False
+        self.listener: Listener = _Nobody()
+        self._task: asyncio.Task | None = None
+        self._first_sync = asyncio.Event()
+        self._outage = False
+
+    async def start(self, wait: float) -> None:
+        """Start listening; wait up to `wait` seconds for the first sync (the process serves either way,
+        looking sessions up until it is in sync)."""
+        metrics.set_revocation_in_sync(self.name, False)
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"revocation {self.name}")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._first_sync.wait(), wait)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def announce(self, connection: Any, message: str) -> None:
+        """Inside the transaction that ends sessions (PostgreSQL: the NOTIFY commits with it)."""
+
+    async def publish(self, message: str) -> None:
+        """After the commit (Redis)."""
+
+    async def _session(self) -> None:
+        """Connect, listen, call self._in_sync(), then serve until the connection fails (raise)."""
+        raise NotImplementedError
+
+    def _in_sync(self) -> None:
+        # Listening already: whatever was missed before is covered by forgetting everything now.
+        self.listener.forget_all()
+        self.synced = True
+        self._first_sync.set()
+        metrics.set_revocation_in_sync(self.name, True)
+        if self._outage:
+            logger.info("revocation listener (%s) is back: session caches are trusted again", self.name)
+            self._outage = False
+
+    async def _run(self) -> None:
+        delay = 0.1
+        self._outage = False
+        while True:
+            try:
+                await self._session()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not self._outage:  # one line per outage, not one per attempt
+                    logger.warning(
+                        "revocation listener (%s) is not connected (%s): sessions are looked up on "
+                        "every request until it is back",
+                        self.name,
+                        type(exc).__name__,
+                    )
+                    self._outage = True
+            finally:
+                if self.synced:
+                    self.synced = False
+                    delay = 0.1  # it was connected: try again at once, then back off
+                    metrics.set_revocation_in_sync(self.name, False)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_MAX_SECONDS)
+
+
+class PostgresNotify(CrossHostListener):
+    """LISTEN on a connection of its own; NOTIFY inside the transaction that ends sessions."""
+
+    name = "postgres"
+
+    def _connect_arguments(self) -> dict[str, Any]:
+        client = connections.get("default")
+        accepted = inspect.signature(asyncpg.connect).parameters
+        extra = {key: value for key, value in client.extra.items() if key in accepted}
+        extra.pop("command_timeout", None)
+        return {
+            **extra,
+            "host": client.host,
+            "port": client.port,
+            "user": client.user,
+            "password": client.password,
+            "database": client.database,
+            "server_settings": {**client.server_settings, "application_name": "authservice revocation"},
+            "timeout": settings.DATABASE_TIMEOUT,
+        }
+
+    async def _session(self) -> None:
+        connection = await asyncpg.connect(**self._connect_arguments())
+        try:
+            lost = asyncio.Event()
+            connection.add_termination_listener(lambda _: lost.set())
+            await asyncio.wait_for(
+                connection.add_listener(CHANNEL, self._notified), settings.DATABASE_TIMEOUT
+            )
+            self._in_sync()
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(lost.wait(), HEARTBEAT_SECONDS)
+                if lost.is_set():
+                    raise ConnectionError("the listening connection was closed")
+                # A database that stopped answering (a partition, a frozen server) closes nothing.
+                await asyncio.wait_for(connection.fetchval("SELECT 1"), settings.DATABASE_TIMEOUT)
+        finally:
+            connection.terminate()
+
+    def _notified(self, connection: Any, pid: int, channel: str, payload: str) -> None:
+        deliver(payload, self.listener)
+
+    async def announce(self, connection: Any, message: str) -> None:
+        await connection.execute_query("SELECT pg_notify($1, $2)", [CHANNEL, message])
+
+
+class RedisPubSub(CrossHostListener):
+    """SUBSCRIBE on a connection of its own; PUBLISH after the commit. A message that cannot be
+    published (Redis away) is kept and published once Redis answers again."""
+
+    name = "redis"
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self._redis = redis.Redis.from_url(
+            url,
+            socket_connect_timeout=settings.DATABASE_TIMEOUT,
+            socket_timeout=settings.DATABASE_TIMEOUT,
+            client_name="authservice-revocation",  # what CLIENT LIST shows an operator
+        )
+        self._pending: list[str] = []
+
+    async def _session(self) -> None:
+        pubsub = self._redis.pubsub()
+        try:
+            await asyncio.wait_for(pubsub.subscribe(CHANNEL), settings.DATABASE_TIMEOUT)
+            # Subscribed once Redis confirms: only then is every later PUBLISH sure to reach us.
+            while True:
+                message = await asyncio.wait_for(
+                    pubsub.get_message(timeout=settings.DATABASE_TIMEOUT), 2 * settings.DATABASE_TIMEOUT
+                )
+                if message is None:
+                    raise ConnectionError("Redis did not confirm the subscription")
+                if message["type"] == "subscribe":
+                    break
+            self._in_sync()
+            loop = asyncio.get_running_loop()
+            heard = loop.time()
+            while True:
+                await self._publish_pending()
+                message = await asyncio.wait_for(
+                    pubsub.get_message(timeout=HEARTBEAT_SECONDS / 2), HEARTBEAT_SECONDS
+                )
+                if message is not None:
+                    heard = loop.time()
+                    if message["type"] == "message":
+                        deliver(message["data"], self.listener)
+                    continue
+                if loop.time() - heard > HEARTBEAT_SECONDS:
+                    raise ConnectionError("Redis stopped answering")
+                await asyncio.wait_for(pubsub.ping(), settings.DATABASE_TIMEOUT)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(pubsub.aclose(), settings.DATABASE_TIMEOUT)
+
+    async def publish(self, message: str) -> None:
+        try:
+            await self._redis.publish(CHANNEL, message)
+        except (redis.RedisError, OSError, TimeoutError) as exc:
+            # The commit stands; other hosts hear of it when Redis answers again (their own listeners
+            # are likely cut off too, and trust no cache meanwhile).
+            logger.warning(
+                "revocation not published to Redis (%s): kept until it answers", type(exc).__name__
+            )
+            self._pending.append(message)
+            if len(self._pending) > PENDING_MAX:
+                self._pending = ['{"all":true}']
+
+    async def _publish_pending(self) -> None:
+        while self._pending:
+            await self._redis.publish(CHANNEL, self._pending[0])
+            self._pending.pop(0)
+
+    async def stop(self) -> None:
+        await super().stop()
+        await self._redis.aclose()
+
+
+# --- the process's signal -------------------------------------------------------------------------
+
+
+class Revocation:
+    """This process's end of revocation: the host-local carrier and the cross-host listener."""
+
+    def __init__(self, local: LocalEpoch | ProcessEpoch | UnknownDatabase, remote: CrossHostListener | None):
+        self.local = local
+        self.remote = remote
+        self.listener: Listener = _Nobody()
+
+    @property
+    def name(self) -> str:
+        return self.remote.name if self.remote is not None else self.local.name
+
+    def listen(self, listener: Listener) -> None:
+        """Deliver every revocation to `listener` (the authenticator) from now on."""
+        self.listener = listener
+        if self.remote is not None:
+            self.remote.listener = listener
+
+    def trusted(self) -> bool:
+        """Hand over what other processes of the host published; True when every revocation published
+        so far anywhere has reached the listener, so that its cache may be trusted."""
+        in_sync = self.local.catch_up(self.listener)
+        return in_sync and (self.remote is None or self.remote.synced)
+
+    async def announce(
+        self, connection: Any, *, sessions: Iterable[str] = (), users: Iterable[int] = ()
+    ) -> None:
+        """Called inside the transaction that ends sessions or changes accounts, before its commit."""
+        if self.remote is not None:
+            await self.remote.announce(connection, encode(sessions, users))
+
+    async def publish(self, *, sessions: Iterable[str] = (), users: Iterable[int] = ()) -> None:
+        """Called once that transaction has committed; naming nothing means everything changed."""
+        sessions, users = list(sessions), list(users)
+        if sessions or users:
+            self.listener.forget(sessions, users)  # this process first: its very next request
+        else:
+            self.listener.forget_all()
+        if isinstance(self.local, UnknownDatabase):
+            await _find_local_carrier()
+        self.local.write(sessions, users)
+        if self.remote is not None:
+            await self.remote.publish(encode(sessions, users))
+
+    async def close(self) -> None:
+        if self.remote is not None:
+            await self.remote.stop()
+        self.local.close()
+
+
+_signal: Revocation | None = None
 _resolving: asyncio.Task | None = None
 RESOLVE_RETRY_INTERVAL = 1.0  # seconds between two attempts while the database is away at start-up
 
 
-def signal() -> RevocationSignal:
+def signal() -> Revocation:
     """The process's signal; started with the app (lifecycle), so it exists in every request."""
     if _signal is None:
         raise RuntimeError("revocation has not started: run inside apps.core.lifecycle.running()")
     return _signal
 
 
-async def resolve() -> RevocationSignal:
-    """The signal of the database, asking the database who it is if that is not known yet.
-
-    Raises:
-        ImproperlyConfigured: the counter file cannot be used.
-        Exception: whatever the database raises when it does not answer (errors.is_database_fault).
-    """
-    global _signal
-    if _signal is not None and not isinstance(_signal, UnknownDatabase):
-        return _signal
-    identity = await database_identity()
-    if _signal is None or isinstance(_signal, UnknownDatabase):  # nobody resolved it meanwhile
-        _signal = (
-            ProcessEpoch()
-            if identity is None and not settings.REVOCATION_EPOCH_FILE
-            else LocalEpoch(epoch_path(identity or "memory"))
-        )
-        metrics.set_revocation_in_sync(_signal.name, True)
-    return _signal
+async def _find_local_carrier() -> None:
+    """Replace UnknownDatabase by the host's file, once the database answers who it is."""
+    current = signal()
+    if not isinstance(current.local, UnknownDatabase):
+        return
+    local = await local_carrier()
+    if isinstance(current.local, UnknownDatabase):  # nobody found it meanwhile
+        current.local = local
+        if current.remote is None:
+            metrics.set_revocation_in_sync(local.name, True)
+    else:
+        local.close()
 
 
-async def _resolve_when_the_database_answers() -> None:
+async def _find_local_carrier_when_the_database_answers() -> None:
     while True:
         await asyncio.sleep(RESOLVE_RETRY_INTERVAL)
         try:
-            await resolve()
+            await _find_local_carrier()
         except Exception as exc:
             if is_database_fault(exc):
                 continue
@@ -235,14 +587,19 @@ async def _resolve_when_the_database_answers() -> None:
         return
 
 
+def _cross_host_listener() -> CrossHostListener | None:
+    if settings.REVOCATION_SIGNAL == "postgres":
+        return PostgresNotify()
+    if settings.REVOCATION_SIGNAL == "redis":
+        return RedisPubSub(settings.REDIS_URL)
+    return None
+
+
 async def start() -> None:
     global _signal, _resolving
-    if settings.REVOCATION_EPOCH_FILE:  # named by the operator: no need to ask the database who it is
-        _signal = LocalEpoch(settings.REVOCATION_EPOCH_FILE)
-        metrics.set_revocation_in_sync(_signal.name, True)
-        return
+    remote = _cross_host_listener()
     try:
-        await resolve()
+        local: LocalEpoch | ProcessEpoch | UnknownDatabase = await local_carrier()
     except Exception as exc:
         if not is_database_fault(exc):
             raise
@@ -250,11 +607,15 @@ async def start() -> None:
             "the database did not answer at start-up (%s): no session cache is trusted until it does",
             type(exc).__name__,
         )
-        _signal = UnknownDatabase()
-        metrics.set_revocation_in_sync("local_epoch", False)  # no cache is trusted meanwhile
+        local = UnknownDatabase()
         _resolving = asyncio.get_running_loop().create_task(
-            _resolve_when_the_database_answers(), name="revocation counter"
+            _find_local_carrier_when_the_database_answers(), name="revocation counter"
         )
+    _signal = Revocation(local, remote)
+    if remote is None:
+        metrics.set_revocation_in_sync(local.name, not isinstance(local, UnknownDatabase))
+    else:
+        await remote.start(wait=2 * settings.DATABASE_TIMEOUT)
 
 
 async def stop() -> None:
@@ -265,7 +626,7 @@ async def stop() -> None:
             await _resolving
         _resolving = None
     if _signal is not None:
-        _signal.close()
+        await _signal.close()
         _signal = None
 
 

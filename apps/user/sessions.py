@@ -195,8 +195,10 @@ async def ending() -> AsyncIterator[Ending]:
     """
     signal = revocation.signal()
     ended = Ending()
-    async with in_transaction():
+    async with in_transaction() as connection:
         yield ended
+        if ended.sessions or ended.users:  # PostgreSQL's NOTIFY goes out with the commit, or not at all
+            await signal.announce(connection, sessions=ended.sessions, users=ended.users)
     if ended.sessions or ended.users:
         await signal.publish(sessions=ended.sessions, users=ended.users)
 

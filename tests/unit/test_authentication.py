@@ -7,7 +7,7 @@ import pytest
 import settings
 from apps.user import tokens
 from apps.user.authentication import AuthenticatedUser, Authenticator, TokenRefused
-from apps.user.revocation import ProcessEpoch
+from apps.user.revocation import ProcessEpoch, Revocation
 
 SESSION = "6f1c1a52-7a55-4b53-9d5a-2b1b6f0c9a11"
 
@@ -50,7 +50,7 @@ def world():
 
     clock = FakeClock(time.time())
     store = Store(clock)
-    signal = ProcessEpoch()
+    signal = Revocation(ProcessEpoch(), None)
     return clock, store, signal, Authenticator(signal, store.load, clock)
 
 

@@ -24,7 +24,7 @@ def test_concurrent_bumps_from_many_processes_all_count(tmp_path):
     code = (
         "import sys; from apps.user.revocation import LocalEpoch\n"
         "e = LocalEpoch(sys.argv[1])\n"
-        "for _ in range(500): e.bump()\n"
+        "for _ in range(500): e.write()\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     procs = [subprocess.Popen([sys.executable, "-c", code, str(path)], cwd=ROOT, env=env) for _ in range(4)]
