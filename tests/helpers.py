@@ -5,13 +5,20 @@ Fixtures live in conftest.py; this module holds plain functions so tests can imp
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import glob
 import os
+import pwd
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -50,6 +57,175 @@ def migrate(database_url: str) -> None:
         [sys.executable, "manage.py", "migrate"], cwd=ROOT, env=env, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def postgres_bin() -> Path | None:
+    """The newest PostgreSQL server binaries installed (Debian's layout), or None."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
+    return Path(found[-1]).parent if found else None
+
+
+class Cluster:
+    """A throw-away PostgreSQL cluster of a test's own: trust authentication, no durability, a port of
+    its own, listening on `listen` (127.0.0.1 unless a test names other addresses of this machine) and
+    a Unix socket in its directory; never the machine's cluster.
+
+    Its programs run as the `postgres` OS user when the test runs as root (initdb refuses root), as
+    the test's own user otherwise. `settings` are extra server settings (`-c name=value`); `trusted`
+    are networks allowed in without a password besides the loopback (pg_hba.conf).
+    """
+
+    def __init__(
+        self,
+        bin_dir: Path,
+        directory: Path,
+        port: int,
+        database: str,
+        *,
+        listen: Iterable[str] = ("127.0.0.1",),
+        settings: dict[str, str] | None = None,
+        trusted: Iterable[str] = (),
+    ) -> None:
+        self.bin_dir = bin_dir
+        self.directory = directory
+        self.data = directory / "data"
+        self.log = directory / "postgres.log"
+        self.port = port
+        self.database = database
+        self.listen = tuple(listen)
+        self.settings = dict(settings or {})
+        self.trusted = tuple(trusted)
+        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+    def command(self, program: str, *args: str) -> list[str]:
+        return [*self.as_user, str(self.bin_dir / program), *args]
+
+    def pg_ctl(self, *args: str) -> list[str]:
+        return self.command("pg_ctl", "-D", str(self.data), *args)
+
+    def log_tail(self) -> str:
+        return self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
+
+    def run(self, command: list[str]) -> None:
+        result = subprocess.run(command, capture_output=True, text=True, cwd=self.directory)
+        assert result.returncode == 0, result.stdout + result.stderr + self.log_tail()
+
+    async def run_async(self, command: list[str]) -> None:
+        """`command` without blocking the event loop: a load may go on meanwhile."""
+        process = await asyncio.create_subprocess_exec(
+            *command, cwd=self.directory, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        output, _ = await process.communicate()
+        assert process.returncode == 0, output.decode(errors="replace") + self.log_tail()
+
+    def initdb(self) -> None:
+        self.run(
+            self.command(
+                "initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"
+            )
+        )
+        if self.trusted:
+            with open(self.data / "pg_hba.conf", "a") as hba:
+                hba.writelines(f"host all all {network} trust\n" for network in self.trusted)
+
+    async def start(self) -> None:
+        options = " ".join(
+            f"-c {name}={value}"
+            for name, value in {
+                "port": str(self.port),
+                "listen_addresses": ",".join(self.listen),
+                "unix_socket_directories": str(self.directory),
+                "fsync": "off",
+                "full_page_writes": "off",
+                **self.settings,
+            }.items()
+        )
+        await self.run_async(self.pg_ctl("start", "-w", "-t", "30", "-l", str(self.log), "-o", options))
+
+    async def stop(self) -> None:
+        """Fast shutdown: open transactions rolled back, connections closed, new ones refused."""
+        await self.run_async(self.pg_ctl("stop", "-w", "-t", "30", "-m", "fast"))
+
+    def running(self) -> bool:
+        return subprocess.run(self.pg_ctl("status"), capture_output=True).returncode == 0
+
+    def pids(self) -> list[int]:
+        """The postmaster, then every process it started."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        children = []
+        for stat in glob.glob("/proc/[0-9]*/stat"):
+            try:
+                fields = Path(stat).read_text().rsplit(")", 1)[1].split()
+            except OSError:  # gone meanwhile
+                continue
+            if int(fields[1]) == postmaster:
+                children.append(int(Path(stat).parent.name))
+        return [postmaster, *children]
+
+    async def freeze(self) -> None:
+        """Every process stops where it is: connections stay open and nothing answers."""
+        for pid in self.pids():  # the postmaster first: it starts no new process after
+            os.kill(pid, signal.SIGSTOP)
+
+    async def thaw(self) -> None:
+        self._continue()
+
+    def _continue(self) -> None:
+        for pid in reversed(self.pids()):
+            os.kill(pid, signal.SIGCONT)
+
+    async def restore(self) -> None:
+        """Running and answering, however a test left it."""
+        if (self.data / "postmaster.pid").exists():
+            self._continue()
+        if not self.running():
+            await self.start()
+
+    def remove(self) -> None:
+        if (self.data / "postmaster.pid").exists():
+            self._continue()  # a failed test may have left it frozen
+        subprocess.run(self.pg_ctl("stop", "-m", "immediate"), capture_output=True, cwd=self.directory)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def url(self, query: str = "", *, host: str | None = None, database: str | None = None) -> str:
+        """The URL of the test's database (or `database`) through `host`, one of its listen addresses."""
+        return f"postgres://postgres@{host or self.listen[0]}:{self.port}/{database or self.database}{query}"
+
+    async def connect(self, database: str | None = None):
+        import asyncpg
+
+        return await asyncpg.connect(self.url(database=database).replace("postgres://", "postgresql://", 1))
+
+
+@contextlib.asynccontextmanager
+async def postgres_cluster(prefix: str, database: str, **options):
+    """A started Cluster (keyword `options` as Cluster takes them) with `database` created and
+    migrated by manage.py; removed afterwards, whatever happened. Skips the test without PostgreSQL's
+    server binaries, or as root without a `postgres` OS user to run them as."""
+    import pytest
+
+    bin_dir = postgres_bin()
+    if bin_dir is None:
+        pytest.skip("no PostgreSQL server binaries under /usr/lib/postgresql/*/bin")
+    owner = None
+    if os.geteuid() == 0:
+        try:
+            owner = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root without a postgres OS user to run the cluster as")
+    directory = Path(tempfile.mkdtemp(prefix=prefix))
+    if owner is not None:
+        os.chown(directory, owner.pw_uid, owner.pw_gid)
+    owned = Cluster(bin_dir, directory, free_port(), database, **options)
+    try:
+        owned.initdb()
+        await owned.start()
+        host, port = owned.listen[0], str(owned.port)
+        owned.run(owned.command("createdb", "-h", host, "-p", port, "-U", "postgres", database))
+        migrate(owned.url())
+        yield owned
+    finally:
+        owned.remove()
 
 
 def free_port() -> int:

@@ -18,26 +18,18 @@ The machine's own cluster (5432) is never touched. Not marked `system`: the modu
 from __future__ import annotations
 
 import asyncio
-import glob
 import logging
-import os
-import pwd
-import shutil
-import signal
-import subprocess
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import asyncpg
 import httpx
 import pytest
 
 from tests.conftest import Mailbox
-from tests.helpers import PASSWORD, bearer, free_port, live_server, migrate, unique
+from tests.helpers import PASSWORD, Cluster, bearer, live_server, postgres_cluster, unique
 
 DATABASE = "authfaults"
 ANSWER_WITHIN = 2.0  # seconds: the contract's bound on a 503, and on anything while the database is away
@@ -61,140 +53,11 @@ logging.getLogger("httpx").setLevel(logging.WARNING)
 logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 
-def postgres_bin() -> Path | None:
-    """The newest PostgreSQL server binaries installed (Debian's layout), or None."""
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
-    return Path(found[-1]).parent if found else None
-
-
-class Cluster:
-    """A throw-away PostgreSQL cluster on 127.0.0.1:<port>: trust authentication, no durability.
-
-    Its programs run as the `postgres` OS user when the test runs as root (initdb refuses root), as
-    the test's own user otherwise.
-    """
-
-    def __init__(self, bin_dir: Path, directory: Path, port: int) -> None:
-        self.bin_dir = bin_dir
-        self.directory = directory
-        self.data = directory / "data"
-        self.log = directory / "postgres.log"
-        self.port = port
-        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-
-    def command(self, program: str, *args: str) -> list[str]:
-        return [*self.as_user, str(self.bin_dir / program), *args]
-
-    def pg_ctl(self, *args: str) -> list[str]:
-        return self.command("pg_ctl", "-D", str(self.data), *args)
-
-    def log_tail(self) -> str:
-        return self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
-
-    def run(self, command: list[str]) -> None:
-        result = subprocess.run(command, capture_output=True, text=True, cwd=self.directory)
-        assert result.returncode == 0, result.stdout + result.stderr + self.log_tail()
-
-    async def run_async(self, command: list[str]) -> None:
-        """`command` without blocking the event loop: the load goes on meanwhile."""
-        process = await asyncio.create_subprocess_exec(
-            *command, cwd=self.directory, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
-        output, _ = await process.communicate()
-        assert process.returncode == 0, output.decode(errors="replace") + self.log_tail()
-
-    def initdb(self) -> None:
-        self.run(
-            self.command(
-                "initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"
-            )
-        )
-
-    async def start(self) -> None:
-        options = (
-            f"-c port={self.port} -c listen_addresses=127.0.0.1 "
-            f"-c unix_socket_directories={self.directory} -c fsync=off -c full_page_writes=off"
-        )
-        await self.run_async(self.pg_ctl("start", "-w", "-t", "30", "-l", str(self.log), "-o", options))
-
-    async def stop(self) -> None:
-        """Fast shutdown: open transactions rolled back, connections closed, new ones refused."""
-        await self.run_async(self.pg_ctl("stop", "-w", "-t", "30", "-m", "fast"))
-
-    def running(self) -> bool:
-        return subprocess.run(self.pg_ctl("status"), capture_output=True).returncode == 0
-
-    def pids(self) -> list[int]:
-        """The postmaster, then every process it started."""
-        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
-        children = []
-        for stat in glob.glob("/proc/[0-9]*/stat"):
-            try:
-                fields = Path(stat).read_text().rsplit(")", 1)[1].split()
-            except OSError:  # gone meanwhile
-                continue
-            if int(fields[1]) == postmaster:
-                children.append(int(Path(stat).parent.name))
-        return [postmaster, *children]
-
-    async def freeze(self) -> None:
-        """Every process stops where it is: connections stay open and nothing answers."""
-        for pid in self.pids():  # the postmaster first: it starts no new process after
-            os.kill(pid, signal.SIGSTOP)
-
-    async def thaw(self) -> None:
-        self._continue()
-
-    def _continue(self) -> None:
-        for pid in reversed(self.pids()):
-            os.kill(pid, signal.SIGCONT)
-
-    async def restore(self) -> None:
-        """Running and answering, however a test left it."""
-        if (self.data / "postmaster.pid").exists():
-            self._continue()
-        if not self.running():
-            await self.start()
-
-    def remove(self) -> None:
-        if (self.data / "postmaster.pid").exists():
-            self._continue()  # a failed test may have left it frozen
-        subprocess.run(self.pg_ctl("stop", "-m", "immediate"), capture_output=True, cwd=self.directory)
-        shutil.rmtree(self.directory, ignore_errors=True)
-
-    def url(self, query: str = "") -> str:
-        return f"postgres://postgres@127.0.0.1:{self.port}/{DATABASE}{query}"
-
-    async def connect(self) -> asyncpg.Connection:
-        return await asyncpg.connect(self.url().replace("postgres://", "postgresql://", 1))
-
-
 @pytest.fixture(scope="module")
 async def cluster() -> AsyncIterator[Cluster]:
     """initdb, start, create and migrate the database; removed after the module."""
-    bin_dir = postgres_bin()
-    if bin_dir is None:
-        pytest.skip("no PostgreSQL server binaries under /usr/lib/postgresql/*/bin")
-    owner = None
-    if os.geteuid() == 0:
-        try:
-            owner = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root without a postgres OS user to run the cluster as")
-    directory = Path(tempfile.mkdtemp(prefix="authservice-faults-"))
-    if owner is not None:
-        os.chown(directory, owner.pw_uid, owner.pw_gid)
-    owned = Cluster(bin_dir, directory, free_port())
-    try:
-        owned.initdb()
-        await owned.start()
-        owned.run(
-            owned.command("createdb", "-h", "127.0.0.1", "-p", str(owned.port), "-U", "postgres", DATABASE)
-        )
-        migrate(owned.url())
+    async with postgres_cluster("authservice-faults-", DATABASE) as owned:
         yield owned
-    finally:
-        owned.remove()
 
 
 @pytest.fixture
