@@ -259,8 +259,6 @@ if REVOCATION_SIGNAL not in {"auto", "postgres", "redis", "local"}:
     raise ImproperlyConfigured(
         f"REVOCATION_SIGNAL must be auto, postgres, redis or local, not {REVOCATION_SIGNAL!r}"
     )
-if REVOCATION_SIGNAL == "auto":
-    REVOCATION_SIGNAL = "local" if urlsplit(DATABASE_URL).scheme == "sqlite" else "postgres"
 if REVOCATION_SIGNAL == "postgres" and urlsplit(DATABASE_URL).scheme == "sqlite":
     raise ImproperlyConfigured("REVOCATION_SIGNAL=postgres needs a PostgreSQL DATABASE_URL")
 if REVOCATION_SIGNAL == "redis" and not REDIS_URL:

@@ -227,7 +227,7 @@ def set_hashing_queue_depth(jobs: int) -> None:
 
 
 def set_revocation_in_sync(signal: str, in_sync: bool) -> None:
-    """`signal`: which mechanism (local_epoch, process; later postgres_listen, redis_pubsub)."""
+    """`signal`: which mechanism (local_epoch, process, postgres, redis)."""
     if _active is not None:
         _active.revocation_in_sync.labels(signal).set(1 if in_sync else 0)
 

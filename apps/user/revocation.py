@@ -588,7 +588,10 @@ async def _find_local_carrier_when_the_database_answers() -> None:
 
 
 def _cross_host_listener() -> CrossHostListener | None:
-    if settings.REVOCATION_SIGNAL == "postgres":
+    chosen = settings.REVOCATION_SIGNAL
+    if chosen == "auto":  # by the database the app was started with (a test may swap it)
+        chosen = "local" if connections.get("default").capabilities.dialect == "sqlite" else "postgres"
+    if chosen == "postgres":
         return PostgresNotify()
     if settings.REVOCATION_SIGNAL == "redis":
         return RedisPubSub(settings.REDIS_URL)

@@ -140,3 +140,57 @@ async def test_a_token_naming_another_user_than_its_session_is_refused(world):
     auth.load_session = other_user
     with pytest.raises(TokenRefused, match="malformed"):
         await auth.user_for_token(token_for(clock))
+
+
+async def test_a_revocation_removes_the_sessions_it_names_and_no_other(world):
+    clock, store, signal, auth = world
+    token = token_for(clock)
+    other = jwt.decode(token, options={"verify_signature": False}, audience=settings.JWT_AUDIENCE)
+    other["sid"] = "0b5e7f4e-5d0a-4a56-8d4e-2f1c3b6a7e90"
+    other_token = jwt.encode(
+        other, settings.SECRET_KEY, algorithm=settings.JWT_ALGORITHM, headers={"typ": "at+jwt"}
+    )
+    await auth.user_for_token(token)
+    await auth.user_for_token(other_token)
+    assert store.lookups == 2
+    await signal.publish(sessions=[other["sid"]])  # a logout of the other session
+    await auth.user_for_token(token)
+    assert store.lookups == 2  # still cached: a logout elsewhere does not empty the cache
+    await auth.user_for_token(other_token)
+    assert store.lookups == 3
+    await signal.publish(users=[7])  # an account change: every session of the account goes
+    await auth.user_for_token(token)
+    await auth.user_for_token(other_token)
+    assert store.lookups == 5
+
+
+class Disconnected:
+    """A cross-host listener that lost its connection."""
+
+    name = "test"
+    synced = False
+
+    async def announce(self, connection, message):
+        pass
+
+    async def publish(self, message):
+        pass
+
+
+async def test_no_cached_session_is_trusted_while_the_listener_is_out_of_sync(world):
+    clock, store, _, _ = world
+    listener = Disconnected()
+    signal = Revocation(ProcessEpoch(), listener)
+    auth = Authenticator(signal, store.load, clock)
+    token = token_for(clock)
+    await auth.user_for_token(token)
+    await auth.user_for_token(token)
+    assert store.lookups == 2  # every request looks its session up
+    store.live = False  # ended on a host whose message this worker cannot hear
+    with pytest.raises(TokenRefused):
+        await auth.user_for_token(token)
+    store.live = True
+    listener.synced = True  # back in sync (it dropped its cache on the way): caching resumes
+    await auth.user_for_token(token)
+    await auth.user_for_token(token)
+    assert store.lookups == 4

@@ -1,15 +1,19 @@
-"""The host-local revocation counter: shared by processes, counted exactly, and refusing a file that
-someone else could use to pin it."""
+"""The host-local revocation file: shared by processes, counted exactly, delivering exactly the sessions
+and accounts named (everything only when a reader fell a whole ring behind or met an entry being
+rewritten), and refusing a file that someone else could use to pin it. And the cross-host message
+format."""
 
 import os
 import stat
 import subprocess
 import sys
+import uuid
 
 import pytest
 
 from apps.core.exceptions import ImproperlyConfigured
-from apps.user.revocation import LocalEpoch, epoch_path
+from apps.user import revocation
+from apps.user.revocation import RING_ENTRIES, LocalEpoch, epoch_path
 from tests.helpers import ROOT
 
 
@@ -19,17 +23,114 @@ def test_the_counter_is_created_0600(tmp_path):
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
-def test_concurrent_bumps_from_many_processes_all_count(tmp_path):
+class Heard:
+    """A listener that records what it is told."""
+
+    def __init__(self) -> None:
+        self.sessions: list[str] = []
+        self.users: list[int] = []
+        self.everything = 0
+
+    def forget(self, sessions, users) -> None:
+        self.sessions += sessions
+        self.users += users
+
+    def forget_all(self) -> None:
+        self.everything += 1
+
+
+def test_concurrent_writers_in_many_processes_all_reach_a_reader(tmp_path):
     path = tmp_path / "epoch"
+    reader = LocalEpoch(str(path))
     code = (
-        "import sys; from apps.user.revocation import LocalEpoch\n"
+        "import sys, uuid; from apps.user.revocation import LocalEpoch\n"
         "e = LocalEpoch(sys.argv[1])\n"
-        "for _ in range(500): e.write()\n"
+        "for _ in range(250): e.write(sessions=[str(uuid.uuid4())], users=[int(sys.argv[2])])\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(path)], cwd=ROOT, env=env) for _ in range(4)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(path), str(n)], cwd=ROOT, env=env) for n in range(4)
+    ]
     assert all(p.wait(60) == 0 for p in procs)
-    assert LocalEpoch(str(path)).version() == 2000
+    assert reader.version() == 2000  # 4 processes x 250 revocations x (a session + an account)
+    heard = Heard()
+    assert reader.catch_up(heard)
+    assert heard.everything == 0
+    assert len(set(heard.sessions)) == 1000 and sorted(set(heard.users)) == [0, 1, 2, 3]
+    heard.sessions.clear()
+    reader.catch_up(heard)  # nothing new: nothing delivered twice
+    assert heard.sessions == []
+
+
+def test_a_reader_hears_exactly_what_was_revoked(tmp_path):
+    writer, reader = LocalEpoch(str(tmp_path / "epoch")), LocalEpoch(str(tmp_path / "epoch"))
+    session = str(uuid.uuid4())
+    writer.write(sessions=[session])
+    writer.write(users=[42])
+    heard = Heard()
+    reader.catch_up(heard)
+    assert (heard.sessions, heard.users, heard.everything) == ([session], [42], 0)
+
+
+def test_naming_nothing_means_everything(tmp_path):
+    writer, reader = LocalEpoch(str(tmp_path / "epoch")), LocalEpoch(str(tmp_path / "epoch"))
+    writer.write()
+    heard = Heard()
+    reader.catch_up(heard)
+    assert heard.everything == 1
+
+
+def test_a_reader_a_whole_ring_behind_forgets_everything(tmp_path):
+    writer, reader = LocalEpoch(str(tmp_path / "epoch")), LocalEpoch(str(tmp_path / "epoch"))
+    for _ in range(RING_ENTRIES + 1):
+        writer.write(users=[1])
+    heard = Heard()
+    reader.catch_up(heard)
+    assert heard.everything == 1 and heard.users == []
+
+
+def test_an_entry_overwritten_while_unread_counts_as_everything(tmp_path):
+    path = tmp_path / "epoch"
+    writer, reader = LocalEpoch(str(path)), LocalEpoch(str(path))
+    writer.write(users=[1])
+    # what a writer a whole ring ahead leaves in that slot: another sequence number
+    writer._map[8 + (1 % RING_ENTRIES) * 32 : 8 + (1 % RING_ENTRIES) * 32 + 8] = (1 + RING_ENTRIES).to_bytes(
+        8, "little"
+    )
+    heard = Heard()
+    reader.catch_up(heard)
+    assert heard.everything == 1 and heard.users == []
+
+
+def test_a_counter_file_of_the_earlier_version_is_taken_over(tmp_path):
+    path = tmp_path / "epoch"
+    path.write_bytes((17).to_bytes(8, "little"))  # the 8-byte counter of the previous release
+    path.chmod(0o600)
+    writer, reader = LocalEpoch(str(path)), LocalEpoch(str(path))
+    assert writer.version() == 17
+    writer.write(users=[5])
+    heard = Heard()
+    reader.catch_up(heard)
+    assert heard.users == [5] and heard.everything == 0
+
+
+def test_cross_host_messages_carry_sessions_and_accounts_and_fail_safe():
+    session = str(uuid.uuid4())
+    heard = Heard()
+    revocation.deliver(revocation.encode([session], [3]), heard)
+    assert (heard.sessions, heard.users, heard.everything) == ([session], [3], 0)
+    for unreadable in (
+        "",
+        "not json",
+        '{"s": ["not-a-uuid"]}',
+        '{"u": ["x"]}',
+        "[]",
+        revocation.encode([], []),
+    ):
+        revocation.deliver(unreadable, heard)
+    assert heard.everything == 6
+    # more than a NOTIFY can carry: everything
+    assert revocation.encode([str(uuid.uuid4()) for _ in range(300)], []) == '{"all":true}'
 
 
 def test_a_counter_others_can_write_is_refused(tmp_path):
