@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from starlette.authentication import BaseUser
 
 import settings
+from apps.core.errors import is_database_fault
 from apps.user import revocation, tokens
 
 TOKEN_CACHE_SIZE = 10_000
@@ -170,15 +171,27 @@ class Authenticator:
             TokenRefused: the token is invalid or expired, or its session has ended.
         """
         claims = self.claims(token)
-        # False while a listener is reconnecting: then every request looks its session up.
-        cache = settings.SESSION_CACHE and self.signal.trusted()
-        user = self._cached_session(claims.session_id) if cache else None
-        if user is None:
+        # Not trusted while a listener is reconnecting: then every request looks its session up.
+        trusted = settings.SESSION_CACHE and self.signal.trusted()
+        cached = self._cached_session(claims.session_id) if settings.SESSION_CACHE else None
+        if trusted and cached is not None:
+            user = cached
+        else:
             heard = self._revocations_heard
-            user = await self.load_session(claims.user_id, claims.session_id)
+            try:
+                user = await self.load_session(claims.user_id, claims.session_id)
+            except Exception as exc:
+                # The database is away, so the listener is too (it is the same server, or the same
+                # network): a session this worker saw live within SESSION_CACHE_TTL still answers, as
+                # it would had the listener stayed connected; nothing can be revoked through a
+                # database nobody reaches, and a host cut off alone hears what it missed on reconnecting.
+                if cached is not None and is_database_fault(exc):
+                    return cached
+                raise
             if user is None:
+                self._drop(claims.session_id)
                 raise TokenRefused("The session of this access token has ended.")
-            if cache and heard == self._revocations_heard:
+            if trusted and heard == self._revocations_heard:
                 self._remember(user)
         if user.id != claims.user_id:
             raise TokenRefused("The access token is malformed or not issued by this service.")

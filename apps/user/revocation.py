@@ -535,7 +535,14 @@ class Revocation:
         else:
             self.listener.forget_all()
         if isinstance(self.local, UnknownDatabase):
-            await _find_local_carrier()
+            try:  # the commit just went through, so the database is likely to say who it is now
+                await _find_local_carrier()
+            except Exception as exc:  # the commit stands; this process trusts no cache meanwhile
+                if not is_database_fault(exc):
+                    raise
+                logger.warning(
+                    "revocation not written for this host's workers: the database did not say who it is"
+                )
         self.local.write(sessions, users)
         if self.remote is not None:
             await self.remote.publish(encode(sessions, users))

@@ -89,7 +89,9 @@ def test_a_scrape_answered_by_either_worker_reports_both_workers_requests(databa
         assert (
             sample(text, "authservice_logins_total", {"outcome": "success"}) == 0
         )  # the earlier run's 1000 are gone
-        assert sample(text, "authservice_revocation_listener_in_sync", {"signal": "local_epoch"}) == 1
+        # PostgreSQL: each worker's LISTEN connection (REVOCATION_SIGNAL=auto); SQLite: the host's file
+        signal = "local_epoch" if database_url.startswith("sqlite") else "postgres"
+        assert sample(text, "authservice_revocation_listener_in_sync", {"signal": signal}) == 1
         assert sample(text, "authservice_password_hash_queue_depth", {}) == 0
 
     # LOG_FORMAT=json: each worker line is one JSON object (uvicorn's master, which never loads the

@@ -194,3 +194,43 @@ async def test_no_cached_session_is_trusted_while_the_listener_is_out_of_sync(wo
     await auth.user_for_token(token)
     await auth.user_for_token(token)
     assert store.lookups == 4
+
+
+async def test_while_the_database_is_away_a_session_seen_live_still_answers(world):
+    clock, store, _, _ = world
+    listener = Disconnected()
+    listener.synced = True
+    signal = Revocation(ProcessEpoch(), listener)
+    auth = Authenticator(signal, store.load, clock)
+    token = token_for(clock)
+    await auth.user_for_token(token)  # cached while in sync
+    listener.synced = False  # the listener lost its connection: the database went away
+
+    async def away(user_id, session_id):
+        raise ConnectionRefusedError("database away")
+
+    auth.load_session = away
+    assert (await auth.user_for_token(token)).id == 7  # looked up, failed: the session seen live answers
+    clock.now += settings.SESSION_CACHE_TTL + 1
+    with pytest.raises(ConnectionRefusedError):  # never beyond the cache's TTL (503 at the edge)
+        await auth.user_for_token(token)
+
+
+async def test_a_session_found_ended_while_out_of_sync_is_not_answered_from_the_cache_later(world):
+    clock, store, _, _ = world
+    listener = Disconnected()
+    listener.synced = True
+    auth = Authenticator(Revocation(ProcessEpoch(), listener), store.load, clock)
+    token = token_for(clock)
+    await auth.user_for_token(token)
+    listener.synced = False
+    store.live = False
+    with pytest.raises(TokenRefused):
+        await auth.user_for_token(token)
+
+    async def away(user_id, session_id):
+        raise ConnectionRefusedError("database away")
+
+    auth.load_session = away
+    with pytest.raises(ConnectionRefusedError):
+        await auth.user_for_token(token)
