@@ -160,6 +160,27 @@ if _frontend.scheme not in {"http", "https"} or not _frontend.netloc:
         f"FRONTEND_URL must be an http(s) URL like https://app.example.com, not {FRONTEND_URL!r}"
     )
 
+# --- second factors (apps/user/mfa.py, passkeys.py) ----------------------------------------------------
+# The name authenticator apps show beside the account, and passkey prompts as the relying party's.
+SITE_NAME = _str("SITE_NAME", "authservice")
+# WebAuthn: the relying party id is the site's registrable domain (passkeys are bound to it: changing
+# it later orphans every passkey), the origins are the pages allowed to use them (the SPA's).
+WEBAUTHN_RP_ID = _str("WEBAUTHN_RP_ID", _frontend.hostname or "localhost")
+WEBAUTHN_ORIGINS = [
+    o.strip().rstrip("/") for o in _str("WEBAUTHN_ORIGINS", FRONTEND_URL).split(",") if o.strip()
+]
+for _origin in WEBAUTHN_ORIGINS:
+    _host = urlsplit(_origin).hostname or ""
+    if urlsplit(_origin).scheme not in {"http", "https"} or not (
+        _host == WEBAUTHN_RP_ID or _host.endswith("." + WEBAUTHN_RP_ID)
+    ):
+        raise ImproperlyConfigured(
+            f"WEBAUTHN_ORIGINS entry {_origin!r} must be an http(s) origin on WEBAUTHN_RP_ID "
+            f"({WEBAUTHN_RP_ID!r}) or one of its subdomains"
+        )
+# How long a second-factor login attempt (its mfa_token) and a WebAuthn challenge live, in seconds.
+MFA_TIMEOUT = 300
+
 # --- mail (Django's setting names) --------------------------------------------------------------------
 EMAIL_BACKEND = _str("EMAIL_BACKEND", "console")
 if EMAIL_BACKEND not in {"console", "smtp"}:

@@ -62,8 +62,16 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 # From a cached /user/verify (~100 µs) to a login on a loaded hashing pool (PASSWORD_HASHER_MAX_WAIT).
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # Known up front, so that each series exists (at 0) before its first event: a rate() over a series
-# that appears only with its first event misses that event. "mfa_required" joins with second factors.
-LOGIN_OUTCOMES = ("success", "invalid_credentials", "throttled", "email_unverified", "overloaded", "error")
+# that appears only with its first event misses that event.
+LOGIN_OUTCOMES = (
+    "success",
+    "mfa_required",  # the password was right; a second factor finishes the login (POST /user/login/mfa)
+    "invalid_credentials",
+    "throttled",
+    "email_unverified",
+    "overloaded",
+    "error",
+)
 HASHING_REFUSALS = ("busy", "account")  # apps/user/passwords.py: the queue is full; the account's turn
 _CONVERTOR = re.compile(r"{(\w+):\w+}")
 PROBE_TIMEOUT = 2.0  # seconds: a scrape must not hang on a database that does not answer

@@ -15,7 +15,7 @@ from tortoise.transactions import in_transaction
 
 import settings
 from apps.mail import outbox
-from apps.user import events, mails, password_policy, passwords, sessions, usernames
+from apps.user import events, mails, mfa, password_policy, passwords, sessions, usernames
 from apps.user.clients import STAFF, Client
 from apps.user.exceptions import (
     EmailUnverified,
@@ -151,8 +151,9 @@ async def authenticate(
 
 async def login(
     password: str, client: Client, *, email: str | None = None, username: str | None = None
-) -> IssuedTokens:
-    """Check the credentials and start a session, unless the account changed in between.
+) -> IssuedTokens | mfa.SecondFactorRequired:
+    """Check the credentials and start a session, unless the account changed in between; for an
+    account with a second factor, no session yet but the login attempt that waits for it (mfa.py).
 
     With EMAIL_VERIFICATION mandatory, the right password to an account whose address is not verified
     mails a new link instead (only to the account's own address: a caller who knows the password
@@ -167,6 +168,9 @@ async def login(
         await mails.queue(mails.verification(user))
         outbox.wake()
         raise EmailUnverified()
+    waiting = await mfa.second_factor_required(user)
+    if waiting is not None:
+        return waiting
     return await sessions.start(user, client, checked_password=user.password)
 
 

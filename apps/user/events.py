@@ -33,6 +33,14 @@ EMAIL_VERIFIED = "email_verified"
 PASSWORD_RESET_REQUESTED = "password_reset_requested"  # noqa: S105
 PASSWORD_RESET = "password_reset"  # noqa: S105
 ACCOUNT_DELETED = "account_deleted"
+MFA_ENABLED = "mfa_enabled"
+MFA_DISABLED = "mfa_disabled"
+MFA_FAILED = "mfa_failed"  # a wrong second factor at login
+RECOVERY_CODE_USED = "recovery_code_used"
+RECOVERY_CODES_REGENERATED = "recovery_codes_regenerated"
+PASSKEY_ADDED = "passkey_added"
+PASSKEY_REMOVED = "passkey_removed"
+PASSKEY_RENAMED = "passkey_renamed"
 
 TYPES = (
     REGISTERED,
@@ -52,6 +60,14 @@ TYPES = (
     PASSWORD_RESET_REQUESTED,
     PASSWORD_RESET,
     ACCOUNT_DELETED,
+    MFA_ENABLED,
+    MFA_DISABLED,
+    MFA_FAILED,
+    RECOVERY_CODE_USED,
+    RECOVERY_CODES_REGENERATED,
+    PASSKEY_ADDED,
+    PASSKEY_REMOVED,
+    PASSKEY_RENAMED,
 )
 
 

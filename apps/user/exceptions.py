@@ -110,3 +110,27 @@ class InvalidInput(AccountError):
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message, errors=[{"field": field, "message": message}])
+
+
+class InvalidCode(AccountError):
+    """A second-factor code (TOTP or recovery) that is wrong, used before, or of a factor not enabled."""
+
+    message = "The code is wrong or was already used."
+
+
+class InvalidMfaToken(AccountError):
+    """The login attempt waiting for its second factor is unknown, expired, finished or outdated."""
+
+    message = "This login attempt has expired or was already used. Log in again."
+
+
+class MfaAlreadyEnabled(AccountError):
+    message = "An authenticator app is already active on this account. Disable it first."
+
+
+class MfaNotEnabled(AccountError):
+    message = "No authenticator app is active on this account."
+
+
+class MfaNotSetUp(AccountError):
+    message = "No authenticator app setup is waiting for confirmation. Start with the setup."

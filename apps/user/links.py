@@ -32,10 +32,14 @@ from apps.user.models import MAX_USER_ID, User
 
 VERIFY = "email-verification"
 RESET = "password-reset"
+# Not a mailed link but the same construction: the `mfa_token` of a login waiting for its second
+# factor (mfa.py). It covers the password, last_login and is_active, so the login it finishes spends it.
+SECOND_FACTOR = "login-second-factor"
 
 _TIMEOUT = {
     VERIFY: lambda: settings.EMAIL_VERIFICATION_TIMEOUT,
     RESET: lambda: settings.PASSWORD_RESET_TIMEOUT,
+    SECOND_FACTOR: lambda: settings.MFA_TIMEOUT,
 }
 # A token from the future (a clock stepped back on another host) is believed this far, no further.
 CLOCK_SKEW = 60
@@ -64,6 +68,9 @@ def state(purpose: str, user: User) -> tuple:
     if purpose == RESET:
         last_login = user.last_login.isoformat() if user.last_login else ""
         return (user.password, last_login, user.email, user.is_active)
+    if purpose == SECOND_FACTOR:
+        last_login = user.last_login.isoformat() if user.last_login else ""
+        return (user.password, last_login, user.is_active)
     pending_at = user.pending_email_at.isoformat() if user.pending_email_at else ""
     return (user.email, user.pending_email or "", pending_at, user.email_verified, user.is_active)
 

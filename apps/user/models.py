@@ -141,3 +141,76 @@ class Event(Model):
     class Meta:
         table = "user_event"
         indexes = (("user_id", "at"),)  # one account's history, newest first
+
+
+class TOTPDevice(Model):
+    """An account's authenticator app (mfa.py), one per account, active once a code confirmed it.
+    Until then a setup can be started over. The secret is stored encrypted (sealing.py)."""
+
+    id = fields.BigIntField(primary_key=True)
+    user: fields.OneToOneRelation[User] = fields.OneToOneField(
+        "user.User", related_name="totp", on_delete=fields.CASCADE
+    )
+    secret = fields.TextField()  # sealed: never the base32 secret itself
+    created_at = fields.DatetimeField()
+    confirmed_at = fields.DatetimeField(null=True)
+    # The last time step whose code was accepted: a code is accepted once, so only later steps pass
+    # (one conditional UPDATE decides, on every worker and host).
+    last_step = fields.BigIntField(null=True)
+
+    class Meta:
+        table = "user_totp_device"
+
+
+class RecoveryCode(Model):
+    """One of an account's ten single-use recovery codes, as an HMAC digest (mfa.py): a copy of the
+    database alone cannot test guesses against them."""
+
+    id = fields.BigIntField(primary_key=True)
+    user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
+        "user.User", related_name="recovery_codes", on_delete=fields.CASCADE, db_index=True
+    )
+    digest = fields.CharField(max_length=64)
+    used_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "user_recovery_code"
+
+
+class Passkey(Model):
+    """A WebAuthn credential (passkeys.py): a second factor, and a passwordless login when it is
+    discoverable."""
+
+    id = fields.BigIntField(primary_key=True)
+    user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
+        "user.User", related_name="passkeys", on_delete=fields.CASCADE, db_index=True
+    )
+    credential_id = fields.CharField(max_length=1400, unique=True)  # base64url of at most 1,023 bytes
+    public_key = fields.BinaryField()  # COSE
+    sign_count = fields.BigIntField(default=0)
+    transports = fields.CharField(max_length=200, default="")  # comma-separated, as the browser said
+    aaguid = fields.CharField(max_length=36, default="")
+    backed_up = fields.BooleanField(default=False)
+    name = fields.CharField(max_length=100)
+    created_at = fields.DatetimeField()
+    last_used_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "user_passkey"
+
+
+class WebAuthnChallenge(Model):
+    """A challenge handed to a browser, found again by its digest in the answer's clientDataJSON and
+    deleted by the one request that uses it (single use, on every worker and host). Bound to what
+    asked for it: a session (registering a passkey, confirming a sensitive change), a login attempt
+    (a passkey as second factor), or nothing (a passwordless login)."""
+
+    digest = fields.CharField(max_length=64, primary_key=True)  # SHA-256 of the challenge
+    purpose = fields.CharField(max_length=16)
+    user_id = fields.IntField(null=True)
+    session_id = fields.CharField(max_length=36, null=True)
+    attempt = fields.CharField(max_length=64, null=True)  # the second-factor login attempt's digest
+    expires_at = fields.DatetimeField(db_index=True)
+
+    class Meta:
+        table = "user_webauthn_challenge"

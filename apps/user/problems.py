@@ -25,6 +25,11 @@ PROBLEMS: dict[type[exceptions.AccountError], tuple[int, str, str, dict[str, str
     exceptions.EmailUnverified: (403, "email_unverified", "Email not verified", None),
     exceptions.NothingToVerify: (409, "already_verified", "Already verified", None),
     exceptions.InvalidInput: (422, "validation_error", "Invalid input", None),
+    exceptions.InvalidCode: (401, "invalid_code", "Invalid code", _CHALLENGE),
+    exceptions.InvalidMfaToken: (401, "invalid_mfa_token", "Invalid login attempt", _CHALLENGE),
+    exceptions.MfaAlreadyEnabled: (409, "mfa_already_enabled", "Already enabled", None),
+    exceptions.MfaNotEnabled: (409, "mfa_not_enabled", "Not enabled", None),
+    exceptions.MfaNotSetUp: (409, "mfa_not_set_up", "Not set up", None),
     exceptions.HashingOverloaded: (503, "overloaded", "Too busy", {"Retry-After": "1"}),
     exceptions.AccountError: (400, "bad_request", "Bad request", None),
 }

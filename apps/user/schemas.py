@@ -192,6 +192,58 @@ class RegistrationOut(RootModel[TokenPairOut | RegisteredOut]):
     pass
 
 
+class SecondFactorRequiredOut(BaseModel):
+    """The password was right; finish the login with POST /user/login/mfa (or /user/login/passkey
+    options bound to this attempt) within 5 minutes. No tokens yet."""
+
+    mfa_required: bool = True
+    mfa_token: str
+    methods: list[str]  # "totp", "recovery_code", "passkey"
+
+
+class LoginOut(RootModel[TokenPairOut | SecondFactorRequiredOut]):
+    pass
+
+
+class PasswordIn(Body):
+    password: str
+
+
+class TOTPSetupOut(BaseModel):
+    secret: str  # base32, for typing into an app by hand
+    otpauth_uri: str
+    qr_svg: str  # the otpauth URI as a QR code, an SVG document
+
+
+# a TOTP code (6 digits) or a recovery code (xxxxx-xxxxx); spaces and dashes are forgiven
+Code = Annotated[str, Field(min_length=1, max_length=32)]
+
+
+class CodeIn(Body):
+    code: Code
+
+
+class PasswordAndCodeIn(Body):
+    password: str
+    code: Code
+
+
+class RecoveryCodesOut(BaseModel):
+    recovery_codes: list[str]  # shown once: only digests are kept
+
+
+class SecondFactorIn(Body):
+    mfa_token: str = Field(max_length=200)
+    code: Code | None = None
+    recovery_code: Code | None = None
+
+    @model_validator(mode="after")
+    def one_factor(self) -> Self:
+        if (self.code is None) == (self.recovery_code is None):
+            raise ValueError("Send either code or recovery_code, not both and not neither.")
+        return self
+
+
 class SessionOut(BaseModel):
     """One live session: a login, the device and address it came from."""
 

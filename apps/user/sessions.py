@@ -65,6 +65,7 @@ async def start(
     checked_password: str,
     now: datetime | None = None,
     event: str | None = events.LOGIN,
+    last_login: datetime | None | type[Ellipsis] = ...,
 ) -> IssuedTokens:
     """Open a session for `user`, provided the account is still as it was when its password was checked.
 
@@ -74,15 +75,18 @@ async def start(
     new session with the others. So no session outlives a change that raced its login.
 
     `event` is recorded in the same transaction (None: the caller records its own, as registration does).
+    `last_login`, when given, must also be unchanged: of two second-factor steps finishing one login
+    attempt at once (mfa.py), one opens a session.
 
     Raises:
         InvalidCredentials: the password, the active flag or the account itself changed meanwhile.
     """
     now = now or _now()
     async with in_transaction():
-        claimed = await User.filter(id=user.id, password=checked_password, is_active=True).update(
-            last_login=now
-        )
+        unchanged = {} if last_login is ... else {"last_login": last_login}
+        claimed = await User.filter(
+            id=user.id, password=checked_password, is_active=True, **unchanged
+        ).update(last_login=now)
         if not claimed:
             raise InvalidCredentials()
         session = await Session.create(

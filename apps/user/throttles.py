@@ -58,3 +58,16 @@ async def mail_for_account(user_id: int) -> None:
     """Verification and email-change mails one account can have sent (THROTTLE_PASSWORD_RESET's limit):
     a logged-in user must not be able to make the service mail any address without end."""
     await throttle().hit(settings.THROTTLE_PASSWORD_RESET, "account-mail", str(user_id))
+
+
+async def mfa_attempt(attempt: str, client: Client) -> None:
+    """Second-factor tries of one login attempt (THROTTLE_MFA), counted before the factor is checked:
+    whoever knows the password gets a few guesses per login, and logging in again is throttled by
+    THROTTLE_LOGIN_*. Per attempt, not per account: the owner, logging in elsewhere, is not locked out."""
+    await throttle().hit(settings.THROTTLE_MFA, "mfa-attempt", attempt)
+
+
+async def mfa_account(user_id: int) -> None:
+    """Codes a logged-in account tries (confirming, disabling, new recovery codes): THROTTLE_MFA, so a
+    stolen session cannot guess its way to turning the second factor off."""
+    await throttle().hit(settings.THROTTLE_MFA, "mfa-account", str(user_id))

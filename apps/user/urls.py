@@ -1,6 +1,6 @@
 from starlette.routing import Route
 
-from apps.user import views
+from apps.user import mfa_views, views
 
 # Most frequent first: routes are tried in order.
 routes = [
@@ -22,6 +22,11 @@ routes = [
     Route("/sessions/{session_id:uuid}", views.session_delete, methods=["DELETE"]),
     Route("/logout-all", views.logout_all, methods=["POST"]),
     Route("/events", views.event_list, methods=["GET"]),
+    Route("/login/mfa", mfa_views.login_mfa, methods=["POST"]),
+    Route("/mfa/totp/setup", mfa_views.totp_setup, methods=["POST"]),
+    Route("/mfa/totp/confirm", mfa_views.totp_confirm, methods=["POST"]),
+    Route("/mfa/totp", mfa_views.totp_disable, methods=["DELETE"]),
+    Route("/mfa/recovery-codes", mfa_views.recovery_codes, methods=["POST"]),
 ]
 
 # Under /.well-known (RFC 8615), at the site's root.

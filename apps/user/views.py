@@ -13,7 +13,7 @@ from apps.core.permissions import login_required
 from apps.core.requests import read_json, read_query
 from apps.core.responses import json_response
 from apps.core.throttle import Throttled
-from apps.user import accounts, events, keys, password_reset, queries, sessions, throttles, verification
+from apps.user import accounts, events, keys, mfa, password_reset, queries, sessions, throttles, verification
 from apps.user.clients import client_of
 from apps.user.exceptions import (
     AccountGone,
@@ -33,6 +33,7 @@ from apps.user.schemas import (
     JWKSetOut,
     LinkTokenIn,
     LoginIn,
+    LoginOut,
     PasswordChangeIn,
     PasswordResetConfirmIn,
     PasswordResetIn,
@@ -41,6 +42,7 @@ from apps.user.schemas import (
     RegisteredOut,
     RegisterIn,
     RegistrationOut,
+    SecondFactorRequiredOut,
     SessionList,
     SessionOut,
     TokenPairOut,
@@ -50,7 +52,7 @@ from apps.user.schemas import (
 TAGS = ("user",)
 
 
-def _tokens_response(issued: sessions.IssuedTokens, status_code: int = 200) -> Response:
+def tokens_response(issued: sessions.IssuedTokens, status_code: int = 200) -> Response:
     body = TokenPairOut(
         access_token=issued.access_token,
         refresh_token=issued.refresh_token,
@@ -61,7 +63,7 @@ def _tokens_response(issued: sessions.IssuedTokens, status_code: int = 200) -> R
     return json_response(body, status_code, headers={"Cache-Control": "no-store"})
 
 
-async def _account(request: Request) -> User:
+async def account_of(request: Request) -> User:
     account = await User.get_or_none(id=request.user.id)
     if account is None:  # deleted since the session was checked
         raise AccountGone()
@@ -85,20 +87,21 @@ async def register(request: Request) -> Response:
     user, issued = await accounts.register(data.username, data.email, data.password, client)
     if issued is None:
         return json_response(RegisteredOut(user=UserOut.model_validate(user)), 201)
-    return _tokens_response(issued, status_code=201)
+    return tokens_response(issued, status_code=201)
 
 
 @operation(
     "Log in with email or username",
     body=LoginIn,
-    response=TokenPairOut,
+    response=LoginOut,
     errors=(401, 403, 429, 503),
     tags=TAGS,
 )
 async def login(request: Request) -> Response:
     """Every failure (unknown account, wrong password, inactive account) is the same 401. With
     EMAIL_VERIFICATION=mandatory, the right password to an unverified account is 403
-    `email_unverified`, and a new link is mailed."""
+    `email_unverified`, and a new link is mailed. An account with a second factor answers
+    `{"mfa_required": true, "mfa_token", "methods"}` and no tokens: POST /user/login/mfa finishes."""
     data = await read_json(request, LoginIn)
     client = client_of(request)
     identifier = normalize_email(data.email) if data.email is not None else username_key(data.username or "")
@@ -108,8 +111,12 @@ async def login(request: Request) -> Response:
     except Exception as exc:
         metrics.count_login(_login_outcome(exc))
         raise
+    if isinstance(issued, mfa.SecondFactorRequired):
+        metrics.count_login("mfa_required")
+        body = SecondFactorRequiredOut(mfa_token=issued.mfa_token, methods=issued.methods)
+        return json_response(body, headers={"Cache-Control": "no-store"})
     metrics.count_login("success")
-    return _tokens_response(issued)
+    return tokens_response(issued)
 
 
 # What a login that failed counts as (authservice_logins_total{outcome}); anything else is "error".
@@ -136,7 +143,7 @@ async def refresh_token(request: Request) -> Response:
     """The refresh token is spent; presenting it again ends the whole session."""
     data = await read_json(request, RefreshIn)
     issued = await sessions.rotate(data.refresh_token, client_of(request))
-    return _tokens_response(issued)
+    return tokens_response(issued)
 
 
 @operation("Log out: end this session", status=204, tags=TAGS)
@@ -176,7 +183,7 @@ async def update_me(request: Request) -> Response:
     """`email` is refused (422): the email changes through POST /user/me/email."""
     data = await read_json(request, ProfileUpdateIn)
     account = await accounts.update_profile(
-        await _account(request), client_of(request), username=data.username
+        await account_of(request), client_of(request), username=data.username
     )
     return json_response(UserOut.model_validate(account))
 
@@ -186,7 +193,7 @@ async def update_me(request: Request) -> Response:
 async def delete_me(request: Request) -> Response:
     """Needs the password; every session ends at once."""
     data = await read_json(request, AccountDeleteIn)
-    await accounts.delete_account(await _account(request), data.password, client_of(request))
+    await accounts.delete_account(await account_of(request), data.password, client_of(request))
     return Response(status_code=204)
 
 
@@ -196,7 +203,7 @@ async def change_password(request: Request) -> Response:
     """Needs the current password; every other session of the user ends at once."""
     data = await read_json(request, PasswordChangeIn)
     await accounts.change_password(
-        await _account(request),
+        await account_of(request),
         data.current_password,
         data.new_password,
         client_of(request),
@@ -227,7 +234,7 @@ async def change_email(request: Request) -> Response:
     data = await read_json(request, EmailChangeIn)
     await throttles.mail_for_account(request.user.id)  # before the password check too: no oracle
     await verification.request_email_change(
-        await _account(request), data.email, data.password, client_of(request)
+        await account_of(request), data.email, data.password, client_of(request)
     )
     return _accepted("A link to confirm the change is on its way to the new address.")
 
@@ -238,7 +245,7 @@ async def send_verification(request: Request) -> Response:
     """To the pending new address if a change is pending, else to the account's unverified address
     (409 `already_verified` when there is neither)."""
     await throttles.mail_for_account(request.user.id)
-    await verification.send_link(await _account(request))
+    await verification.send_link(await account_of(request))
     return _accepted("A verification link is on its way.")
 
 
