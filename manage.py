@@ -7,6 +7,7 @@ makemigrations          write migrations for model changes (--check: fail if one
 showmigrations          list applied migrations
 createsuperuser         create a staff superuser (interactive, or --noinput with DJANGO_SUPERUSER_*)
 changepassword <user>   set a user's password; ends their sessions
+reset_mfa <user>        remove a user's second factors (lost authenticator app and passkeys)
 shell                   asyncio REPL with the database connected and the models imported
 clearsessions           delete ended and expired sessions
 clearevents             delete history events older than EVENT_RETENTION_DAYS

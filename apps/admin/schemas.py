@@ -33,6 +33,10 @@ class AdminUserUpdateIn(PatchBody):
     is_superuser: bool | None = Field(None, description="Only a superuser may change it")
 
 
+class FactorsRemovedOut(BaseModel):
+    removed: int  # the authenticator app and each passkey count one
+
+
 class SessionsEndedOut(BaseModel):
     ended: int = Field(description="How many live sessions were ended")
 

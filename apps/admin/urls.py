@@ -9,5 +9,6 @@ routes = [
     Route("/users/{user_id:int}", views.user_delete, methods=["DELETE"]),
     Route("/users/{user_id:int}/sessions", views.user_sessions, methods=["GET"]),
     Route("/users/{user_id:int}/sessions", views.user_sessions_end, methods=["DELETE"]),
+    Route("/users/{user_id:int}/mfa", views.user_mfa_reset, methods=["DELETE"]),
     Route("/events", views.event_log, methods=["GET"]),
 ]

@@ -14,6 +14,7 @@ from apps.admin.schemas import (
     AdminUserOut,
     AdminUserUpdateIn,
     EventListQuery,
+    FactorsRemovedOut,
     SessionsEndedOut,
     UserListQuery,
     UserPage,
@@ -96,6 +97,15 @@ async def user_sessions_end(request: Request) -> Response:
     """Their refresh and access tokens are refused from now on, by every worker."""
     ended = await accounts.end_sessions(request.user, await _user(request), client_of(request))
     return json_response(SessionsEndedOut(ended=ended))
+
+
+@operation("Remove every second factor of a user", response=FactorsRemovedOut, errors=(403, 404), tags=TAGS)
+@requires_scope("staff")
+async def user_mfa_reset(request: Request) -> Response:
+    """For a user who lost their authenticator app, recovery codes and passkeys: the next login needs
+    the password alone. The user's history shows the removal, and the staff see who made it."""
+    removed = await accounts.reset_second_factors(request.user, await _user(request), client_of(request))
+    return json_response(FactorsRemovedOut(removed=removed))
 
 
 @operation("A user's live sessions, newest first", response=SessionList, errors=(404,), tags=TAGS)

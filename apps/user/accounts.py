@@ -464,6 +464,25 @@ async def end_sessions(actor, user: User, client: Client | None) -> int:
         return ended
 
 
+async def reset_second_factors(actor, user: User, client: Client | None) -> int:
+    """Remove every second factor of a user who lost them (staff tools, manage.py reset_mfa): their
+    next login needs the password alone. Audited: the history shows each removal and who made it.
+    Sessions stay: nothing about them changed. Returns how many factors went.
+
+    Raises:
+        UserNotFound: the account was deleted meanwhile.
+        NotAllowed: the actor may not act on this account (staff rules above).
+    """
+    async with in_transaction():
+        rows = await _locked(user.id, *([actor.id] if actor is not None else []))
+        target = rows.get(user.id)
+        if target is None:
+            raise UserNotFound()
+        if actor is not None and actor.id != target.id:
+            _check_actor(actor, rows, target, {})
+        return await mfa.remove_every_factor(target.id, _by(actor, target.id, client), actor_id=_id(actor))
+
+
 async def import_accounts(creates: list[dict], updates: list[tuple[int, dict]]) -> None:
     """Write what django_import.py decided, in one transaction. An update that deactivates an account
     or replaces its password ends its sessions, as the same change made here would; one that would

@@ -114,6 +114,21 @@ async def changepassword(args: argparse.Namespace) -> None:
     print(f"Password changed successfully for user '{user.username}'; {ended} session(s) ended.")
 
 
+async def reset_mfa(args: argparse.Namespace) -> None:
+    """Remove every second factor of a user who lost them (the history records it)."""
+    from apps.user import accounts
+    from apps.user.models import User, username_key
+
+    async with database():
+        user = await User.get_or_none(username_key=username_key(args.username))
+        if user is None:
+            raise CommandError(f"user '{args.username}' does not exist")
+        removed = await accounts.reset_second_factors(None, user, None)
+    print(
+        f"Removed {removed} second factor(s) of user '{user.username}'; they log in with the password alone."
+    )
+
+
 async def clearsessions(args: argparse.Namespace) -> None:
     """Delete ended and expired sessions with their refresh tokens."""
     from apps.user import sessions
@@ -207,6 +222,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("changepassword", help="change a user's password; ends their sessions")
     p.add_argument("username", nargs="?", help="the user (default: the current system user name)")
     p.set_defaults(run=changepassword, needs_settings=True)
+
+    p = commands.add_parser(
+        "reset_mfa", help="remove a user's authenticator app, recovery codes and passkeys"
+    )
+    p.add_argument("username", help="the user who lost their second factors")
+    p.set_defaults(run=reset_mfa, needs_settings=True)
 
     p = commands.add_parser("clearsessions", help="delete ended and expired sessions")
     p.set_defaults(run=clearsessions, needs_settings=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import time
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ from apps.user.exceptions import (
 )
 from apps.user.models import Passkey, RecoveryCode, TOTPDevice, User
 
+logger = logging.getLogger("apps.user.mfa")
+
 SEALED_SECRET = "totp-secret"  # noqa: S105 (the sealing purpose, not a secret)
 RECOVERY_CODES = 10
 STEP_SECONDS = 30  # RFC 6238's default, what every authenticator app uses
@@ -51,6 +54,9 @@ DIGITS = 6
 VALID_STEPS = (-1, 0, 1)  # a code of the step before or after now is accepted too (clock drift)
 # 10 characters of 32 (50 bits), shown as xxxxx-xxxxx; Crockford's alphabet: no 0/O or 1/I/L mix-ups
 _RECOVERY_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+
+
+clock = time.time  # what "now" is for TOTP steps; tests move it instead of waiting 30 s
 
 
 def _now() -> datetime:
@@ -77,7 +83,7 @@ def matching_step(secret: str, code: str, *, now: float | None = None) -> int | 
     if not (len(code) == DIGITS and code.isascii() and code.isdigit()):
         return None
     totp = _totp(secret)
-    current = int((time.time() if now is None else now) // STEP_SECONDS)
+    current = int((clock() if now is None else now) // STEP_SECONDS)
     found = None
     for offset in VALID_STEPS:  # compare with every candidate: no early exit to time
         step = current + offset
@@ -91,7 +97,15 @@ async def _spend_totp_code(user_id: int, code: str, *, confirmed: bool = True) -
     device = await TOTPDevice.get_or_none(user_id=user_id, confirmed_at__isnull=not confirmed)
     if device is None:
         return False
-    step = matching_step(sealing.open_sealed(SEALED_SECRET, device.secret), code)
+    try:
+        secret = sealing.open_sealed(SEALED_SECRET, device.secret)
+    except sealing.Unreadable:
+        # Sealed under a SECRET_KEY that is no longer configured (nor in SECRET_KEY_FALLBACKS): no
+        # code can match (nor can recovery codes, digested under that key). The staff's reset
+        # (manage.py reset_mfa, DELETE /admin/users/{id}/mfa) lets the owner in with the password.
+        logger.error("the authenticator app of user %s cannot be read: its SECRET_KEY is gone", user_id)
+        return False
+    step = matching_step(secret, code)
     if step is None:
         return False
     # The one write that decides, on every worker and host: a step not later than the last one used
@@ -186,16 +200,18 @@ async def _remove_totp(user_id: int, client: Client | None, actor_id: int | None
     return bool(removed)
 
 
-async def reset_second_factors(user_id: int, client: Client | None, *, actor_id: int | None = None) -> int:
-    """The staff's way back in for a user who lost every factor (admin API, manage.py reset_mfa):
-    remove the authenticator app, the recovery codes and every passkey, each removal in the history
-    with the staff member as its actor; returns how many factors went."""
-    removed = int(await _remove_totp(user_id, client, actor_id))
-    async with in_transaction():
-        passkeys = await Passkey.filter(user_id=user_id).delete()
-        if passkeys:
-            await events.record(events.PASSKEY_REMOVED, user_id, client, actor_id=actor_id)
-    return removed + passkeys
+async def remove_every_factor(user_id: int, client: Client | None, *, actor_id: int | None) -> int:
+    """Remove the authenticator app, the recovery codes and every passkey, inside the caller's
+    transaction (accounts.reset_second_factors, the staff's way back in for a user who lost them),
+    each removal in the history with its actor; returns how many factors went."""
+    app = await TOTPDevice.filter(user_id=user_id).delete()
+    await RecoveryCode.filter(user_id=user_id).delete()
+    passkeys = await Passkey.filter(user_id=user_id).delete()
+    if app:
+        await events.record(events.MFA_DISABLED, user_id, client, actor_id=actor_id)
+    if passkeys:
+        await events.record(events.PASSKEY_REMOVED, user_id, client, actor_id=actor_id)
+    return app + passkeys
 
 
 # --- recovery codes -------------------------------------------------------------------------------
@@ -315,15 +331,16 @@ async def finish_login(
     """
     user = await user_of_attempt(mfa_token)
     await throttles.mfa_attempt(attempt_of(mfa_token), client)
-    if code is not None:
-        accepted = await _spend_totp_code(user.id, code)
-    else:
-        accepted = recovery_code is not None and await _spend_recovery_code(user.id, recovery_code)
-        if accepted:
-            await events.record(events.RECOVERY_CODE_USED, user.id, client)
-    if not accepted:
-        events.record_soon(events.MFA_FAILED, user.id, client)
-        raise InvalidCode()
+    async with throttles.second_factor_failures(user.id, client):
+        if code is not None:
+            accepted = await _spend_totp_code(user.id, code)
+        else:
+            accepted = recovery_code is not None and await _spend_recovery_code(user.id, recovery_code)
+            if accepted:
+                await events.record(events.RECOVERY_CODE_USED, user.id, client)
+        if not accepted:
+            events.record_soon(events.MFA_FAILED, user.id, client)
+            raise InvalidCode()
     return await open_session(user, client)
 
 

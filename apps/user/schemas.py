@@ -233,7 +233,7 @@ class RecoveryCodesOut(BaseModel):
 
 
 class SecondFactorIn(Body):
-    mfa_token: str = Field(max_length=200)
+    mfa_token: str = Field(max_length=4096)
     code: Code | None = None
     recovery_code: Code | None = None
 

@@ -71,3 +71,14 @@ async def mfa_account(user_id: int) -> None:
     """Codes a logged-in account tries (confirming, disabling, new recovery codes): THROTTLE_MFA, so a
     stolen session cannot guess its way to turning the second factor off."""
     await throttle().hit(settings.THROTTLE_MFA, "mfa-account", str(user_id))
+
+
+@asynccontextmanager
+async def second_factor_failures(user_id: int, client: Client) -> AsyncIterator[None]:
+    """Wrong second factors for one account from one client IP, across its login attempts
+    (THROTTLE_LOGIN_ACCOUNT's limit), cleared by a success: whoever knows the password cannot buy a
+    new THROTTLE_MFA budget with every login; the owner, elsewhere, is not locked out."""
+    limiter, key = throttle(), (str(user_id), _ip(client))
+    await limiter.hit(settings.THROTTLE_LOGIN_ACCOUNT, "mfa-account-ip", *key)
+    yield
+    await limiter.clear(settings.THROTTLE_LOGIN_ACCOUNT, "mfa-account-ip", *key)

@@ -20,6 +20,7 @@ COMMANDS = [
     "showmigrations",
     "createsuperuser",
     "changepassword",
+    "reset_mfa",
     "shell",
     "clearsessions",
     "check",
@@ -286,3 +287,28 @@ def test_check_fail_level_warning():
         text=True,
     )
     assert result.returncode == 1 and "security.W002" in result.stdout
+
+
+async def test_reset_mfa_removes_every_second_factor(client, database_url):
+    import pyotp
+
+    from apps.user.models import TOTPDevice
+
+    reg = await register(client)
+    headers = bearer(reg["access_token"])
+    secret = (await client.post("/user/mfa/totp/setup", json={"password": PASSWORD}, headers=headers)).json()[
+        "secret"
+    ]
+    r = await client.post("/user/mfa/totp/confirm", json={"code": pyotp.TOTP(secret).now()}, headers=headers)
+    assert r.status_code == 200, r.text
+    result = manage("reset_mfa", reg["user"]["username"], database_url=database_url)
+    assert result.returncode == 0, result.stderr
+    assert "Removed 1 second factor(s)" in result.stdout
+    assert not await TOTPDevice.filter(user_id=reg["user"]["id"]).exists()
+    r = await client.post("/user/login", json={"email": reg["user"]["email"], "password": reg["password"]})
+    assert "access_token" in r.json()
+    events = await client.get("/user/events", headers=bearer(reg["access_token"]))
+    assert events.json()["results"][0]["type"] == "login"
+    assert "mfa_disabled" in [e["type"] for e in events.json()["results"]]
+    missing = manage("reset_mfa", "nobody-" + reg["user"]["username"], database_url=database_url)
+    assert missing.returncode != 0 and "does not exist" in missing.stderr

@@ -25,6 +25,7 @@ def run_walkthrough(tool: str, base: str, **env: str) -> subprocess.CompletedPro
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     result = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", walkthrough(tool)],
+        cwd=ROOT,
         env={**os.environ, "BASE": base, "PATH": path, **env},
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -109,3 +110,12 @@ def test_mail_walkthrough(console_mail_server, tmp_path):
     assert lines[4:] == ["204", "401", "200"]  # reset, the old session refused, the new password logs in
     log = server_log.read_text()
     assert log.count("Subject: Confirm your email address") == 1 and "Subject: Reset your password" in log
+
+
+def test_mfa_walkthrough(server):
+    lines = run_walkthrough("mfa", server).stdout.splitlines()
+    assert lines[0].startswith("otpauth://totp/") and "secret=" in lines[0]
+    assert len(lines[1]) == 11 and lines[1][5] == "-"  # a recovery code, xxxxx-xxxxx
+    assert "totp" in lines[2] and "recovery_code" in lines[2]  # the methods
+    assert lines[3:5] == ["Bearer", "Bearer"]  # a TOTP code, then a recovery code, finished a login
+    assert lines[5] == "204"  # turned off
