@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install run test test-system lint migrate bench
+.PHONY: install run test test-system test-soak lint migrate bench
 
 install: $(VENV)/.installed
 
@@ -32,6 +32,12 @@ test: install
 # The deployment: Debian's nginx with deploy/nginx.conf before two uvicorn workers (needs nginx).
 test-system: install
 	$(BIN)/python -m pytest tests/system -m system
+
+# The soak (tests/soak): SOAK_SECONDS (default 300) of mixed traffic on two uvicorn workers on
+# PostgreSQL (a fresh database on TEST_DATABASE_URL's server, else 127.0.0.1:5432): no 5xx, nothing
+# lost, worker memory flat. -s: its counts and memory samples are printed as it goes.
+test-soak: install
+	$(BIN)/python -m pytest tests/soak -m soak -s
 
 lint: install
 	$(BIN)/ruff check .
