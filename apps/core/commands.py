@@ -235,6 +235,16 @@ def check_settings(deploy: bool) -> list[tuple[str, str, str]]:
                 "server's address or network.",
             )
         )
+    insecure = [o for o in settings.WEBAUTHN_ORIGINS if o.startswith("http://")]
+    if insecure and not settings.DEBUG:
+        issues.append(
+            (
+                "WARNING",
+                "mfa.W001",
+                f"WEBAUTHN_ORIGINS lists http:// origins ({', '.join(insecure)}): browsers offer passkeys on "
+                "https pages (and localhost) only; set WEBAUTHN_ORIGINS to the SPA's https origin.",
+            )
+        )
     if settings.API_DOCS and not settings.DEBUG:
         issues.append(
             (

@@ -264,6 +264,7 @@ def test_check_deploy_passes_a_sound_configuration():
         ({"METRICS_ENABLED": "true", "METRICS_ALLOWED_IPS": "0.0.0.0/0,::/0"}, "security.E005", 1),
         ({"EMAIL_BACKEND": "console"}, "mail.W001", 0),
         ({"FRONTEND_URL": "http://app.example.com"}, "mail.W002", 0),
+        ({"WEBAUTHN_ORIGINS": "http://app.example.com"}, "mfa.W001", 0),
     ],
 )
 def test_check_deploy_flags_each_insecure_setting(env, issue, exit_code):
