@@ -178,7 +178,7 @@ async def test_recovery_codes_are_stored_as_digests_and_forgive_case_and_dashes(
 
 async def test_second_factor_attempts_are_throttled_per_login_attempt_not_per_owner(client, monkeypatch):
     monkeypatch.setattr(throttle_module, "_throttle", None)
-    monkeypatch.setattr(settings, "THROTTLE_MFA", settings._limit("THROTTLE_MFA_TEST", "3/minute"))
+    monkeypatch.setattr(settings, "THROTTLE_MFA", settings._limit("THROTTLE_MFA_TEST", "3/hour"))
     account = await register(client)
     secret, _ = await enable(client, account)
     attempt = await first_step(client, account)
@@ -200,7 +200,7 @@ async def test_wrong_factors_across_login_attempts_count_per_account_and_ip(
 ):
     monkeypatch.setattr(throttle_module, "_throttle", None)
     monkeypatch.setattr(
-        settings, "THROTTLE_LOGIN_ACCOUNT", settings._limit("THROTTLE_LOGIN_TEST", "4/minute")
+        settings, "THROTTLE_LOGIN_ACCOUNT", settings._limit("THROTTLE_LOGIN_TEST", "4/hour")
     )
     account = await register(client)
     secret, _ = await enable(client, account)
@@ -218,7 +218,7 @@ async def test_wrong_factors_across_login_attempts_count_per_account_and_ip(
 
 async def test_codes_a_logged_in_session_tries_are_throttled_per_account(client, monkeypatch):
     monkeypatch.setattr(throttle_module, "_throttle", None)
-    monkeypatch.setattr(settings, "THROTTLE_MFA", settings._limit("THROTTLE_MFA_TEST", "3/minute"))
+    monkeypatch.setattr(settings, "THROTTLE_MFA", settings._limit("THROTTLE_MFA_TEST", "3/hour"))
     account = await register(client)
     secret, _ = await enable(client, account)
     headers = bearer(account["access_token"])
