@@ -491,28 +491,31 @@ async def finish_second_factor(
     mfa_token: str, credential: dict[str, Any], client: Client
 ) -> sessions.IssuedTokens:
     """Finish a login whose password was right with a passkey's answer to second_factor_options() of
-    the same attempt. Counts against THROTTLE_MFA like a code.
+    the same attempt. Counts like a code: against THROTTLE_MFA for the attempt, and a wrong answer
+    against the account from this client IP across attempts (throttles.second_factor_failures).
 
     Raises:
         InvalidMfaToken: see mfa.user_of_attempt; or another step finished this login first.
-        Throttled: past THROTTLE_MFA for this login attempt.
+        Throttled: past THROTTLE_MFA for this login attempt, or past THROTTLE_LOGIN_ACCOUNT's wrong
+            second factors for the account from this IP.
         InvalidPasskey: the answer is not good (a second try needs new options).
     """
     user = await mfa.user_of_attempt(mfa_token)
     attempt = mfa.attempt_of(mfa_token)
     await throttles.mfa_attempt(attempt, client)
-    try:
-        await _check_assertion(
-            credential,
-            SECOND_FACTOR,
-            binding={"user_id": user.id, "attempt": attempt},
-            user_id=user.id,
-            require_user_verification=False,  # the password was the other factor
-        )
-    except _Refused as refused:
-        _log_refusal("second factor", refused)
-        events.record_soon(events.MFA_FAILED, user.id, client)
-        raise InvalidPasskey() from None
+    async with throttles.second_factor_failures(user.id, client):
+        try:
+            await _check_assertion(
+                credential,
+                SECOND_FACTOR,
+                binding={"user_id": user.id, "attempt": attempt},
+                user_id=user.id,
+                require_user_verification=False,  # the password was the other factor
+            )
+        except _Refused as refused:
+            _log_refusal("second factor", refused)
+            events.record_soon(events.MFA_FAILED, user.id, client)
+            raise InvalidPasskey() from None
     return await mfa.open_session(user, client)
 
 

@@ -418,6 +418,21 @@ async def test_wrong_passkeys_count_against_throttle_mfa(client, monkeypatch):
     assert_problem(r, 429, "throttled")
 
 
+async def test_wrong_passkeys_across_login_attempts_count_per_account_and_ip(client, monkeypatch):
+    monkeypatch.setattr(throttle_module, "_throttle", None)
+    monkeypatch.setattr(settings, "THROTTLE_LOGIN_ACCOUNT", limits.parse("3/hour"))
+    account, authenticator, _ = await account_with_passkey(client)
+    user = await User.get(id=account["user"]["id"])
+    now = int(time.time())
+    # four login attempts (made a second apart: each its own mfa_token), one wrong answer in each of three
+    attempts = [links.make(links.SECOND_FACTOR, user, made_at=now - i) for i in range(4)]
+    for attempt in attempts[:3]:
+        r = await second_factor(client, attempt, authenticator, origin="http://evil.example")
+        assert_problem(r, 401, "invalid_passkey")
+    r = await second_factor(client, attempts[3], authenticator)
+    assert_problem(r, 429, "throttled")  # a new login attempt buys no new tries
+
+
 # --- passwordless ---------------------------------------------------------------------------------
 
 
