@@ -170,6 +170,8 @@ async def test_every_response_matches_its_documented_schema(app, document, monke
         await c.get("/admin/events", params={"user_id": vid, "type": "login"}, headers=staff)
         await c.get("/admin/events", params={"type": "no_such_type"}, headers=staff)  # 422
         await c.delete(f"/admin/users/{vid}/sessions", headers=staff)
+        await c.delete(f"/admin/users/{vid}/mfa", headers=staff)
+        await c.delete("/admin/users/999999999/mfa", headers=staff)  # 404
         await c.delete(f"/admin/users/{vid}", headers=staff)
         await c.get("/user/events", headers=user_auth)
         await c.get("/user/events", params={"page_size": "0"}, headers=user_auth)  # 422
