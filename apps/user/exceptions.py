@@ -134,3 +134,37 @@ class MfaNotEnabled(AccountError):
 
 class MfaNotSetUp(AccountError):
     message = "No authenticator app setup is waiting for confirmation. Start with the setup."
+
+
+class InvalidPasskey(AccountError):
+    """A passkey answer (WebAuthn assertion) that does not log in: unknown credential, wrong
+    signature, origin or RP id, missing user verification, a counter that went back, or a challenge
+    that is unknown, expired, used, or another session's or login attempt's. One answer for all."""
+
+    message = (
+        "The passkey could not be verified, or its challenge expired or was already used. "
+        "Ask for new options and try again."
+    )
+
+
+class PasskeyRejected(InvalidPasskey):
+    """The same, from a logged-in account (adding a passkey, confirming a change with one): not a
+    failed login, so the session is not in question."""
+
+
+class PasskeyNotFound(AccountError):
+    """The account has no passkey with this id (another user's counts as none)."""
+
+    message = "This account has no passkey with this id."
+
+
+class PasskeyExists(AccountError):
+    """The credential is registered already (to this account or another)."""
+
+    message = "This passkey is registered already."
+
+
+class NoPasskey(AccountError):
+    """A passkey was asked for to finish a login, and the account has none."""
+
+    message = "This account has no passkey. Finish the login with another method."

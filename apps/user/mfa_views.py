@@ -10,7 +10,7 @@ from apps.core.openapi import operation
 from apps.core.permissions import login_required
 from apps.core.requests import read_json
 from apps.core.responses import json_response
-from apps.user import mfa
+from apps.user import mfa, passkeys
 from apps.user.clients import client_of
 from apps.user.schemas import (
     CodeIn,
@@ -99,11 +99,16 @@ async def recovery_codes(request: Request) -> Response:
     tags=TAGS,
 )
 async def login_mfa(request: Request) -> Response:
-    """`mfa_token` from POST /user/login, and a TOTP `code` or a `recovery_code`. Wrong codes are 401
-    `invalid_code` and count against THROTTLE_MFA; an expired or used `mfa_token` is 401
-    `invalid_mfa_token` (log in again)."""
+    """`mfa_token` from POST /user/login, and a TOTP `code`, a `recovery_code`, or a `passkey`: the
+    answer to POST /user/login/passkey/options with this `mfa_token`. Wrong codes are 401
+    `invalid_code`, a passkey that does not verify 401 `invalid_passkey`; both count against
+    THROTTLE_MFA. An expired or used `mfa_token` is 401 `invalid_mfa_token` (log in again)."""
     data = await read_json(request, SecondFactorIn)
-    issued = await mfa.finish_login(
-        data.mfa_token, client_of(request), code=data.code, recovery_code=data.recovery_code
-    )
+    client = client_of(request)
+    if data.passkey is not None:
+        issued = await passkeys.finish_second_factor(data.mfa_token, data.passkey, client)
+    else:
+        issued = await mfa.finish_login(
+            data.mfa_token, client, code=data.code, recovery_code=data.recovery_code
+        )
     return tokens_response(issued)

@@ -30,6 +30,11 @@ PROBLEMS: dict[type[exceptions.AccountError], tuple[int, str, str, dict[str, str
     exceptions.MfaAlreadyEnabled: (409, "mfa_already_enabled", "Already enabled", None),
     exceptions.MfaNotEnabled: (409, "mfa_not_enabled", "Not enabled", None),
     exceptions.MfaNotSetUp: (409, "mfa_not_set_up", "Not set up", None),
+    exceptions.PasskeyRejected: (400, "invalid_passkey", "Invalid passkey", None),
+    exceptions.InvalidPasskey: (401, "invalid_passkey", "Invalid passkey", _CHALLENGE),
+    exceptions.PasskeyNotFound: (404, "not_found", "Not found", None),
+    exceptions.PasskeyExists: (409, "passkey_exists", "Already registered", None),
+    exceptions.NoPasskey: (409, "no_passkey", "No passkey", None),
     exceptions.HashingOverloaded: (503, "overloaded", "Too busy", {"Retry-After": "1"}),
     exceptions.AccountError: (400, "bad_request", "Bad request", None),
 }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -232,16 +232,104 @@ class RecoveryCodesOut(BaseModel):
     recovery_codes: list[str]  # shown once: only digests are kept
 
 
+# A PublicKeyCredential in its JSON form (credential.toJSON(): id, rawId, type, and a response whose
+# binary members are base64url); py_webauthn parses and checks it (passkeys.py).
+Credential = Annotated[
+    dict[str, Any],
+    WithJsonSchema(
+        {
+            "type": "object",
+            "description": "A PublicKeyCredential as JSON (credential.toJSON()): id, rawId, type, response",
+        }
+    ),
+]
+
+
 class SecondFactorIn(Body):
     mfa_token: str = Field(max_length=4096)
     code: Code | None = None
     recovery_code: Code | None = None
+    passkey: Credential | None = None
 
     @model_validator(mode="after")
     def one_factor(self) -> Self:
-        if (self.code is None) == (self.recovery_code is None):
-            raise ValueError("Send either code or recovery_code, not both and not neither.")
+        if sum(factor is not None for factor in (self.code, self.recovery_code, self.passkey)) != 1:
+            raise ValueError("Send one of code, recovery_code or passkey.")
         return self
+
+
+# --- passkeys (passkeys.py) ----------------------------------------------------------------------
+
+
+def _strip_name(value: str) -> str:
+    value = value.strip()
+    if not value:
+        raise ValueError("Give the passkey a name.")
+    return value
+
+
+PasskeyName = Annotated[
+    str,
+    Field(min_length=1, max_length=100),
+    AfterValidator(_strip_name),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 100, "description": "Shown in the list"}),
+]
+
+
+class PasskeyCreateIn(Body):
+    credential: Credential = Field(description="The answer of navigator.credentials.create(), as JSON")
+    name: PasskeyName = "Passkey"
+
+
+class PasskeyRenameIn(Body):
+    name: PasskeyName
+
+
+class PasskeyDeleteIn(Body):
+    """The account's password; or, for an account without one, a passkey's answer to
+    POST /user/passkeys/reauth/options."""
+
+    password: str | None = None
+    passkey: Credential | None = None
+
+    @model_validator(mode="after")
+    def one_confirmation(self) -> Self:
+        if (self.password is None) == (self.passkey is None):
+            raise ValueError("Send either password or passkey, not both and not neither.")
+        return self
+
+
+class PasskeyLoginOptionsIn(Body):
+    """No mfa_token (or no body): a passwordless login. An mfa_token: the second factor of that login."""
+
+    mfa_token: str | None = Field(None, max_length=200)
+
+
+class PasskeyLoginIn(Body):
+    credential: Credential = Field(description="The answer of navigator.credentials.get(), as JSON")
+
+
+class PasskeyOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+class PasskeyList(RootModel[list[PasskeyOut]]):
+    pass
+
+
+class CreationOptionsOut(RootModel[dict[str, Any]]):
+    """PublicKeyCredentialCreationOptions in their JSON form (binary members base64url, as
+    PublicKeyCredential.parseCreationOptionsFromJSON() takes them)."""
+
+
+class RequestOptionsOut(RootModel[dict[str, Any]]):
+    """PublicKeyCredentialRequestOptions in their JSON form (binary members base64url, as
+    PublicKeyCredential.parseRequestOptionsFromJSON() takes them)."""
 
 
 class SessionOut(BaseModel):

@@ -1,6 +1,6 @@
 from starlette.routing import Route
 
-from apps.user import mfa_views, views
+from apps.user import mfa_views, passkey_views, views
 
 # Most frequent first: routes are tried in order.
 routes = [
@@ -27,6 +27,14 @@ routes = [
     Route("/mfa/totp/confirm", mfa_views.totp_confirm, methods=["POST"]),
     Route("/mfa/totp", mfa_views.totp_disable, methods=["DELETE"]),
     Route("/mfa/recovery-codes", mfa_views.recovery_codes, methods=["POST"]),
+    Route("/login/passkey/options", passkey_views.passkey_login_options, methods=["POST"]),
+    Route("/login/passkey", passkey_views.passkey_login, methods=["POST"]),
+    Route("/passkeys", passkey_views.passkey_list, methods=["GET"]),
+    Route("/passkeys", passkey_views.passkey_create, methods=["POST"]),
+    Route("/passkeys/register/options", passkey_views.passkey_register_options, methods=["POST"]),
+    Route("/passkeys/reauth/options", passkey_views.passkey_reauth_options, methods=["POST"]),
+    Route("/passkeys/{passkey_id:int}", passkey_views.passkey_rename, methods=["PATCH"]),
+    Route("/passkeys/{passkey_id:int}", passkey_views.passkey_delete, methods=["DELETE"]),
 ]
 
 # Under /.well-known (RFC 8615), at the site's root.

@@ -25,6 +25,7 @@ async def test_migrations_were_applied_by_manage_py(app, backend):
         ("user", "0003_username_skeleton"),
         ("user", "0004_event"),
         ("user", "0005_email_verification"),
+        ("user", "0006_second_factors"),
         ("mail", "0001_initial"),
         ("mail", "0002_deferred_composition"),
     }

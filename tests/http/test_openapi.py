@@ -170,6 +170,8 @@ async def test_every_response_matches_its_documented_schema(app, document, monke
         await c.get("/admin/events", params={"user_id": vid, "type": "login"}, headers=staff)
         await c.get("/admin/events", params={"type": "no_such_type"}, headers=staff)  # 422
         await c.delete(f"/admin/users/{vid}/sessions", headers=staff)
+        await c.delete(f"/admin/users/{vid}/mfa", headers=staff)
+        await c.delete("/admin/users/999999999/mfa", headers=staff)  # 404
         await c.delete(f"/admin/users/{vid}", headers=staff)
         await c.get("/user/events", headers=user_auth)
         await c.get("/user/events", params={"page_size": "0"}, headers=user_auth)  # 422
@@ -183,6 +185,7 @@ async def test_every_response_matches_its_documented_schema(app, document, monke
         await c.request(
             "DELETE", "/user/me", json={"password": PASSWORD}, headers=bearer(other["access_token"])
         )
+        await _exercise_second_factors(c, monkeypatch)
         # last, as it changes how tokens are signed: the JWK Set of each key type, and a fallback
         for algorithm in ("EdDSA", "ES256", "RS256"):
             monkeypatch.setattr(settings, "JWT_ALGORITHM", algorithm)
@@ -210,6 +213,59 @@ async def test_every_response_matches_its_documented_schema(app, document, monke
         jsonschema.validate(response.json(), schema, cls=jsonschema.Draft202012Validator)
     every = {(m.upper(), p) for p, ops in document["paths"].items() for m in ops}
     assert exercised == every, every - exercised
+
+
+async def _exercise_second_factors(c: httpx.AsyncClient, monkeypatch) -> None:
+    """TOTP, recovery codes, passkeys and the second step of a login: success and typical errors."""
+    import pyotp
+
+    from tests.authenticator import ORIGIN, RP_ID, SoftwareAuthenticator
+
+    monkeypatch.setattr(settings, "WEBAUTHN_RP_ID", RP_ID)
+    monkeypatch.setattr(settings, "WEBAUTHN_ORIGINS", [ORIGIN])
+    account = await register(c)
+    auth = bearer(account["access_token"])
+    secret = (await c.post("/user/mfa/totp/setup", json={"password": PASSWORD}, headers=auth)).json()[
+        "secret"
+    ]
+    await c.post("/user/mfa/totp/setup", json={"password": "wrong-password"}, headers=auth)  # 422
+    await c.post("/user/mfa/totp/confirm", json={"code": "000000x"}, headers=auth)  # 401
+    codes = (
+        await c.post("/user/mfa/totp/confirm", json={"code": pyotp.TOTP(secret).now()}, headers=auth)
+    ).json()["recovery_codes"]
+    codes = (
+        await c.post("/user/mfa/recovery-codes", json={"password": PASSWORD, "code": codes[0]}, headers=auth)
+    ).json()["recovery_codes"]
+    login = {"email": account["user"]["email"], "password": PASSWORD}
+    mfa_token = (await c.post("/user/login", json=login)).json()["mfa_token"]
+    await c.post("/user/login/mfa", json={"mfa_token": mfa_token, "code": "000000"})  # 401
+    await c.post("/user/login/mfa", json={"mfa_token": mfa_token, "recovery_code": codes[0]})
+    await c.request("DELETE", "/user/mfa/totp", json={"password": PASSWORD, "code": codes[1]}, headers=auth)
+
+    authenticator = SoftwareAuthenticator()
+    options = (await c.post("/user/passkeys/register/options", headers=auth)).json()
+    created = await c.post("/user/passkeys", json={"credential": authenticator.create(options)}, headers=auth)
+    await c.post("/user/passkeys", json={"credential": authenticator.create(options)}, headers=auth)  # 400
+    again = authenticator.create(
+        (await c.post("/user/passkeys/register/options", headers=auth)).json(),
+        again=authenticator.credentials[0],
+    )
+    await c.post("/user/passkeys", json={"credential": again}, headers=auth)  # 409
+    path = f"/user/passkeys/{created.json()['id']}"
+    await c.get("/user/passkeys", headers=auth)
+    await c.patch(path, json={"name": "Phone"}, headers=auth)
+    await c.patch("/user/passkeys/999999999", json={"name": "Phone"}, headers=auth)  # 404
+    await c.post("/user/passkeys/reauth/options", headers=auth)
+    options = (await c.post("/user/login/passkey/options")).json()
+    await c.post("/user/login/passkey", json={"credential": authenticator.get(options)})
+    await c.post("/user/login/passkey", json={"credential": authenticator.get(options)})  # 401: used
+    mfa_token = (await c.post("/user/login", json=login)).json()["mfa_token"]
+    options = (await c.post("/user/login/passkey/options", json={"mfa_token": mfa_token})).json()
+    await c.post("/user/login/mfa", json={"mfa_token": mfa_token, "passkey": authenticator.get(options)})
+    await c.post("/user/login/passkey/options", json={"mfa_token": "spent"})  # 401
+    await c.request("DELETE", path, json={"password": "wrong-password"}, headers=auth)  # 422
+    await c.request("DELETE", path, json={"password": PASSWORD}, headers=auth)
+    await c.post("/user/passkeys/reauth/options", headers=auth)  # 409: none left
 
 
 @pytest.fixture
