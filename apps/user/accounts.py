@@ -8,6 +8,7 @@ and ended through sessions.py only.
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
@@ -197,6 +198,30 @@ async def update_profile(user: User, client: Client, *, username: str | None = N
     return user
 
 
+@dataclass(frozen=True, slots=True)
+class Confirmation:
+    """How the owner confirms a sensitive change (deleting the account, changing the email, turning a
+    second factor off, removing a passkey): the password, or, for an account without a usable
+    password, a fresh passkey answer to this session's reauthentication options (passkeys.py)."""
+
+    password: str | None = None
+    passkey: dict | None = None
+    session_id: str | None = None
+
+
+async def confirm_owner(user: User, confirmation: Confirmation) -> None:
+    """Raises:
+    WrongPassword: the password is wrong.
+    InvalidInput: a passkey answer from an account that has a password (it confirms with it).
+    PasskeyRejected: the passkey answer does not verify."""
+    if confirmation.passkey is not None:
+        from apps.user import passkeys  # passkeys.py builds on this module
+
+        await passkeys.confirm_with_passkey(user, confirmation.session_id or "", confirmation.passkey)
+    else:
+        await confirm_password(user, confirmation.password or "", "password")
+
+
 async def confirm_password(user: User, password: str, field: str) -> None:
     """The password confirming a sensitive change (an email change, a deletion) is the account's.
 
@@ -276,7 +301,7 @@ async def set_password(user: User, new_password: str) -> int:
     return await store_password_hash(user, new_hash, None, expected=None) or 0
 
 
-async def delete_account(user: User, password: str, client: Client) -> None:
+async def delete_account(user: User, confirmation: Confirmation, client: Client) -> None:
     """Delete one's own account; its sessions go with it (ON DELETE CASCADE), its tokens die at once.
 
     Only if the password is still the one confirmed: a password change that commits in between (and
@@ -286,7 +311,7 @@ async def delete_account(user: User, password: str, client: Client) -> None:
         WrongPassword: `password` is wrong, or was changed meanwhile.
         LastSuperuser: it is the last active superuser.
     """
-    await confirm_password(user, password, "password")
+    await confirm_owner(user, confirmation)
     await delete_user(user, user, client, expected_password=user.password)
 
 

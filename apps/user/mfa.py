@@ -120,14 +120,14 @@ async def totp_enabled(user_id: int) -> bool:
     return await TOTPDevice.filter(user_id=user_id, confirmed_at__isnull=False).exists()
 
 
-async def setup_totp(user: User, password: str) -> TOTPSetup:
+async def setup_totp(user: User, confirmation: accounts.Confirmation) -> TOTPSetup:
     """Start (or start over) setting up an authenticator app; active once confirm_totp() has a code.
 
     Raises:
-        WrongPassword: `password` is not the account's.
+        WrongPassword, PasskeyRejected: not confirmed by the owner (accounts.confirm_owner).
         MfaAlreadyEnabled: an authenticator app is already active (disable it first).
     """
-    await accounts.confirm_password(user, password, "password")
+    await accounts.confirm_owner(user, confirmation)
     secret = pyotp.random_base32(32)  # 160 bits, RFC 4226's recommendation
     async with in_transaction():
         await TOTPDevice.filter(user_id=user.id, confirmed_at__isnull=True).delete()
@@ -176,15 +176,13 @@ async def _check_code_or_recovery_code(user: User, code: str) -> None:
         raise InvalidCode()
 
 
-async def disable_totp(
-    user: User, password: str, code: str, client: Client, *, actor: User | None = None
-) -> None:
+async def disable_totp(user: User, confirmation: accounts.Confirmation, code: str, client: Client) -> None:
     """Turn the authenticator app off (and its recovery codes with it).
 
     Raises:
         WrongPassword, MfaNotEnabled, Throttled, InvalidCode.
     """
-    await accounts.confirm_password(user, password, "password")
+    await accounts.confirm_owner(user, confirmation)
     if not await totp_enabled(user.id):
         raise MfaNotEnabled()
     await _check_code_or_recovery_code(user, code)
@@ -255,13 +253,15 @@ async def _spend_recovery_code(user_id: int, code: str) -> bool:
     return bool(spent)
 
 
-async def regenerate_recovery_codes(user: User, password: str, code: str, client: Client) -> list[str]:
+async def regenerate_recovery_codes(
+    user: User, confirmation: accounts.Confirmation, code: str, client: Client
+) -> list[str]:
     """A new set of recovery codes; the old set stops working.
 
     Raises:
         WrongPassword, MfaNotEnabled, Throttled, InvalidCode.
     """
-    await accounts.confirm_password(user, password, "password")
+    await accounts.confirm_owner(user, confirmation)
     if not await totp_enabled(user.id):
         raise MfaNotEnabled()
     await _check_code_or_recovery_code(user, code)

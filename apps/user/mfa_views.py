@@ -21,7 +21,7 @@ from apps.user.schemas import (
     TokenPairOut,
     TOTPSetupOut,
 )
-from apps.user.views import account_of, tokens_response
+from apps.user.views import account_of, confirmation, tokens_response
 
 TAGS = ("second factors",)
 NO_STORE = {"Cache-Control": "no-store"}  # secrets and codes: never kept by a cache
@@ -39,7 +39,7 @@ async def totp_setup(request: Request) -> Response:
     """The secret, as text, as an otpauth:// URI and as a QR code (SVG). Not active until confirmed
     with a code; a new setup replaces one that was not confirmed."""
     data = await read_json(request, PasswordIn)
-    setup = await mfa.setup_totp(await account_of(request), data.password)
+    setup = await mfa.setup_totp(await account_of(request), confirmation(request, data))
     body = TOTPSetupOut(secret=setup.secret, otpauth_uri=setup.otpauth_uri, qr_svg=setup.qr_svg)
     return json_response(body, headers=NO_STORE)
 
@@ -71,7 +71,9 @@ async def totp_disable(request: Request) -> Response:
     """Needs the password and a current code (or, the app being lost, a recovery code). The recovery
     codes go too."""
     data = await read_json(request, PasswordAndCodeIn)
-    await mfa.disable_totp(await account_of(request), data.password, data.code, client_of(request))
+    await mfa.disable_totp(
+        await account_of(request), confirmation(request, data), data.code, client_of(request)
+    )
     return Response(status_code=204)
 
 
@@ -87,7 +89,9 @@ async def recovery_codes(request: Request) -> Response:
     """A new set of ten, shown once; the old set stops working."""
     data = await read_json(request, PasswordAndCodeIn)
     account = await account_of(request)
-    codes = await mfa.regenerate_recovery_codes(account, data.password, data.code, client_of(request))
+    codes = await mfa.regenerate_recovery_codes(
+        account, confirmation(request, data), data.code, client_of(request)
+    )
     return json_response(RecoveryCodesOut(recovery_codes=codes), headers=NO_STORE)
 
 

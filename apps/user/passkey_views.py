@@ -25,7 +25,7 @@ from apps.user.schemas import (
     RequestOptionsOut,
     TokenPairOut,
 )
-from apps.user.views import account_of, tokens_response
+from apps.user.views import account_of, confirmation, tokens_response
 
 TAGS = ("passkeys",)
 
@@ -107,9 +107,7 @@ async def passkey_delete(request: Request) -> Response:
         await account_of(request),
         request.path_params["passkey_id"],
         client_of(request),
-        session_id=request.user.session_id,
-        password=data.password,
-        assertion=data.passkey,
+        confirmation(request, data),
     )
     return Response(status_code=204)
 

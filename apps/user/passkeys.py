@@ -308,28 +308,16 @@ async def rename(user: User, passkey_id: int, name: str, client: Client) -> Pass
     return passkey
 
 
-async def remove(
-    user: User,
-    passkey_id: int,
-    client: Client,
-    *,
-    session_id: str,
-    password: str | None = None,
-    assertion: dict[str, Any] | None = None,
-) -> None:
-    """Remove one of the account's passkeys, confirmed by the password, or by a fresh passkey answer
-    for an account without a usable password (see confirm_with_passkey).
+async def remove(user: User, passkey_id: int, client: Client, confirmation: accounts.Confirmation) -> None:
+    """Remove one of the account's passkeys, confirmed by the owner (accounts.confirm_owner: the
+    password, or a fresh passkey answer for an account without a usable password).
 
     Raises:
         PasskeyNotFound: the account has no such passkey (another account's included).
-        WrongPassword: the password is wrong.
-        InvalidInput, PasskeyRejected: see confirm_with_passkey.
+        WrongPassword, InvalidInput, PasskeyRejected: see accounts.confirm_owner.
     """
     passkey = await _own(user.id, passkey_id)
-    if assertion is not None:
-        await confirm_with_passkey(user, session_id, assertion)
-    else:
-        await accounts.confirm_password(user, password or "", "password")
+    await accounts.confirm_owner(user, confirmation)
     async with in_transaction():
         if not await Passkey.filter(id=passkey.id, user_id=user.id).delete():
             raise PasskeyNotFound()  # removed meanwhile

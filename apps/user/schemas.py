@@ -14,11 +14,13 @@ from pydantic import (
     EmailStr,
     Field,
     RootModel,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
 )
 from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError
 
 import settings
 from apps.core.schemas import Query, refuse_nul
@@ -88,6 +90,38 @@ class RegisterIn(Body):
     password: NewPassword
 
 
+# A PublicKeyCredential in its JSON form (credential.toJSON(): id, rawId, type, and a response whose
+# binary members are base64url); py_webauthn parses and checks it (passkeys.py).
+Credential = Annotated[
+    dict[str, Any],
+    WithJsonSchema(
+        {
+            "type": "object",
+            "description": "A PublicKeyCredential as JSON (credential.toJSON()): id, rawId, type, response",
+        }
+    ),
+]
+
+
+class Confirmed(Body):
+    """A sensitive change, confirmed by the owner: the account's password; or, for an account without a
+    usable password (made by the staff, or imported without one), a passkey's answer to
+    POST /user/passkeys/reauth/options (accounts.Confirmation)."""
+
+    passkey: Credential | None = None
+    password: str | None = Field(None, validate_default=True)
+
+    @field_validator("password", mode="after")
+    @classmethod
+    def password_or_passkey(cls, value: str | None, info: ValidationInfo) -> str | None:
+        passkey = info.data.get("passkey")
+        if value is None and passkey is None:
+            raise PydanticCustomError("missing", "Field required")
+        if value is not None and passkey is not None:
+            raise PydanticCustomError("confirmation", "Send either password or passkey, not both.")
+        return value
+
+
 class LoginIn(Body):
     email: str | None = None
     username: str | None = None
@@ -128,9 +162,8 @@ class ProfileUpdateIn(PatchBody):
         raise ValueError("Change the email with POST /user/me/email: a link to the new address confirms it.")
 
 
-class EmailChangeIn(Body):
+class EmailChangeIn(Confirmed):
     email: Email
-    password: str
 
 
 class LinkTokenIn(Body):
@@ -151,8 +184,8 @@ class PasswordChangeIn(Body):
     new_password: NewPassword
 
 
-class AccountDeleteIn(Body):
-    password: str
+class AccountDeleteIn(Confirmed):
+    pass
 
 
 class UserOut(BaseModel):
@@ -205,8 +238,8 @@ class LoginOut(RootModel[TokenPairOut | SecondFactorRequiredOut]):
     pass
 
 
-class PasswordIn(Body):
-    password: str
+class PasswordIn(Confirmed):
+    pass
 
 
 class TOTPSetupOut(BaseModel):
@@ -223,26 +256,12 @@ class CodeIn(Body):
     code: Code
 
 
-class PasswordAndCodeIn(Body):
-    password: str
+class PasswordAndCodeIn(Confirmed):
     code: Code
 
 
 class RecoveryCodesOut(BaseModel):
     recovery_codes: list[str]  # shown once: only digests are kept
-
-
-# A PublicKeyCredential in its JSON form (credential.toJSON(): id, rawId, type, and a response whose
-# binary members are base64url); py_webauthn parses and checks it (passkeys.py).
-Credential = Annotated[
-    dict[str, Any],
-    WithJsonSchema(
-        {
-            "type": "object",
-            "description": "A PublicKeyCredential as JSON (credential.toJSON()): id, rawId, type, response",
-        }
-    ),
-]
 
 
 class SecondFactorIn(Body):
@@ -285,18 +304,8 @@ class PasskeyRenameIn(Body):
     name: PasskeyName
 
 
-class PasskeyDeleteIn(Body):
-    """The account's password; or, for an account without one, a passkey's answer to
-    POST /user/passkeys/reauth/options."""
-
-    password: str | None = None
-    passkey: Credential | None = None
-
-    @model_validator(mode="after")
-    def one_confirmation(self) -> Self:
-        if (self.password is None) == (self.passkey is None):
-            raise ValueError("Send either password or passkey, not both and not neither.")
-        return self
+class PasskeyDeleteIn(Confirmed):
+    pass
 
 
 class PasskeyLoginOptionsIn(Body):

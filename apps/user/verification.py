@@ -84,7 +84,9 @@ async def verify(token: str, client: Client) -> User:
     return user
 
 
-async def request_email_change(user: User, new_email: str, password: str, client: Client) -> None:
+async def request_email_change(
+    user: User, new_email: str, confirmation: accounts.Confirmation, client: Client
+) -> None:
     """Make `new_email` the account's pending address: a link goes to it, a notice to the current one.
 
     The password first, so that without it nobody learns whether an address has an account.
@@ -94,7 +96,7 @@ async def request_email_change(user: User, new_email: str, password: str, client
         InvalidInput: `new_email` is the account's email already.
         Taken: another account has `new_email`.
     """
-    await accounts.confirm_password(user, password, "password")
+    await accounts.confirm_owner(user, confirmation)
     new_email = normalize_email(new_email)
     if new_email == user.email:
         raise InvalidInput("email", "This is already your email address.")

@@ -26,6 +26,7 @@ from apps.user.models import User, normalize_email, username_key
 from apps.user.schemas import (
     AcceptedOut,
     AccountDeleteIn,
+    Confirmed,
     EmailChangeIn,
     EventOut,
     EventPage,
@@ -61,6 +62,13 @@ def tokens_response(issued: sessions.IssuedTokens, status_code: int = 200) -> Re
     )
     # Token responses must never be cached (RFC 6749 section 5.1).
     return json_response(body, status_code, headers={"Cache-Control": "no-store"})
+
+
+def confirmation(request: Request, data: Confirmed) -> accounts.Confirmation:
+    """The owner's confirmation of a sensitive change, as the body gave it, bound to this session."""
+    return accounts.Confirmation(
+        password=data.password, passkey=data.passkey, session_id=request.user.session_id
+    )
 
 
 async def account_of(request: Request) -> User:
@@ -193,7 +201,7 @@ async def update_me(request: Request) -> Response:
 async def delete_me(request: Request) -> Response:
     """Needs the password; every session ends at once."""
     data = await read_json(request, AccountDeleteIn)
-    await accounts.delete_account(await account_of(request), data.password, client_of(request))
+    await accounts.delete_account(await account_of(request), confirmation(request, data), client_of(request))
     return Response(status_code=204)
 
 
@@ -229,12 +237,13 @@ def _accepted(detail: str) -> Response:
 )
 @login_required
 async def change_email(request: Request) -> Response:
-    """Needs the password. The link goes to the new address and a notice to the current one; the
+    """Needs the password (an account without one: `passkey`, an answer to POST
+    /user/passkeys/reauth/options). The link goes to the new address and a notice to the current one; the
     email changes only when the link is used (POST /user/email/verify)."""
     data = await read_json(request, EmailChangeIn)
     await throttles.mail_for_account(request.user.id)  # before the password check too: no oracle
     await verification.request_email_change(
-        await account_of(request), data.email, data.password, client_of(request)
+        await account_of(request), data.email, confirmation(request, data), client_of(request)
     )
     return _accepted("A link to confirm the change is on its way to the new address.")
 

@@ -199,9 +199,7 @@ async def test_wrong_factors_across_login_attempts_count_per_account_and_ip(
     client, monkeypatch, frozen_clock
 ):
     monkeypatch.setattr(throttle_module, "_throttle", None)
-    monkeypatch.setattr(
-        settings, "THROTTLE_LOGIN_ACCOUNT", settings._limit("THROTTLE_LOGIN_TEST", "4/hour")
-    )
+    monkeypatch.setattr(settings, "THROTTLE_LOGIN_ACCOUNT", settings._limit("THROTTLE_LOGIN_TEST", "4/hour"))
     account = await register(client)
     secret, _ = await enable(client, account)
     clock = {"now": time.time()}

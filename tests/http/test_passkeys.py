@@ -19,7 +19,7 @@ from apps.core import throttle as throttle_module
 from apps.user import events, links, passkeys, passwords
 from apps.user.models import Passkey, User, WebAuthnChallenge
 from tests.authenticator import ORIGIN, RP_ID, SoftwareAuthenticator, b64url
-from tests.helpers import PASSWORD, assert_problem, bearer, register
+from tests.helpers import PASSWORD, assert_problem, bearer, register, unique
 
 
 @pytest.fixture(autouse=True)
@@ -609,3 +609,51 @@ async def test_an_account_with_a_password_confirms_with_it(client):
     assert_problem(r, 422)
     plain = await register(client)
     assert_problem(await client.post("/user/passkeys/reauth/options", headers=auth(plain)), 409, "no_passkey")
+
+
+async def passwordless_account(client):
+    """An account without a usable password, logged in with its passkey, and a fresh confirmation."""
+    account, authenticator, _ = await account_with_passkey(client)
+    await User.filter(id=account["user"]["id"]).update(password=passwords.UNUSABLE_PREFIX + "none")
+    session = assert_logged_in_as(await passwordless(client, authenticator), account)
+
+    async def confirmation() -> dict:
+        options = (await client.post("/user/passkeys/reauth/options", headers=auth(session))).json()
+        return authenticator.get(options)
+
+    return session, confirmation
+
+
+async def test_an_account_without_a_password_confirms_every_sensitive_change_with_a_passkey(client):
+    session, confirmation = await passwordless_account(client)
+    # the email change
+    r = await client.post(
+        "/user/me/email",
+        json={"email": f"new-{unique()}@example.com", "passkey": await confirmation()},
+        headers=auth(session),
+    )
+    assert r.status_code == 202, r.text
+    # an answer is used once: the same one again is refused
+    answer = await confirmation()
+    r = await client.post("/user/mfa/totp/setup", json={"passkey": answer}, headers=auth(session))
+    assert r.status_code == 200, r.text
+    r = await client.post("/user/mfa/totp/setup", json={"passkey": answer}, headers=auth(session))
+    assert_problem(r, 400, "invalid_passkey")
+    # and the account's deletion
+    r = await client.request(
+        "DELETE", "/user/me", json={"passkey": await confirmation()}, headers=auth(session)
+    )
+    assert r.status_code == 204, r.text
+    assert not await User.filter(id=session["user"]["id"]).exists()
+
+
+async def test_a_sensitive_change_without_any_confirmation_is_422_naming_password(client):
+    session, _ = await passwordless_account(client)
+    for method, path, body in (
+        ("DELETE", "/user/me", {}),
+        ("POST", "/user/me/email", {"email": f"x-{unique()}@example.com"}),
+        ("POST", "/user/mfa/totp/setup", {}),
+    ):
+        r = await client.request(method, path, json=body, headers=auth(session))
+        fields = {e["field"] for e in assert_problem(r, 422, "validation_error")["errors"]}
+        assert fields == {"password"}, (path, fields)
