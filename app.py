@@ -63,10 +63,11 @@ def create_app(tortoise_config: dict | None = None) -> Starlette:
             ProblemCORSMiddleware,
             allow_origins=settings.CORS_ALLOWED_ORIGINS,
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID", "X-Token-Transport"],
             expose_headers=["X-Request-ID", "Retry-After", "WWW-Authenticate"],
-            # Bearer tokens, not cookies: browsers need no credentialed CORS.
-            allow_credentials=False,
+            # The cookie transport (apps/user/transport.py) needs credentialed CORS; only the listed
+            # origins get it (never "*": settings refuse it).
+            allow_credentials=True,
             max_age=600,
         ),
         Middleware(

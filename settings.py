@@ -336,6 +336,11 @@ JWT_ISSUER = _str("JWT_ISSUER", "authservice")
 JWT_AUDIENCE = _str("JWT_AUDIENCE", "authservice")
 ACCESS_TOKEN_LIFETIME = _int("ACCESS_TOKEN_LIFETIME", 15 * 60, minimum=30)  # seconds
 REFRESH_TOKEN_LIFETIME = _int("REFRESH_TOKEN_LIFETIME", 14 * 24 * 3600, minimum=60)  # seconds, sliding
+# Cookie mode only (browsers, apps/user/transport.py): a refresh token spent this many seconds ago,
+# presented again, answers the same new refresh token instead of ending the session as a replay.
+# Tabs of one browser share the cookie and refresh at once when they wake; 10 s covers that and a
+# retry after a lost answer, while a cookie replayed later still ends the session. 0: no grace.
+REFRESH_TOKEN_REUSE_GRACE = _int("REFRESH_TOKEN_REUSE_GRACE", 10, minimum=0)
 # However active it is, a session ends this long after its login (seconds): a stolen refresh chain
 # cannot be kept alive for ever.
 SESSION_MAX_LIFETIME = _int("SESSION_MAX_LIFETIME", 30 * 24 * 3600, minimum=60)

@@ -10,7 +10,7 @@ from apps.core.openapi import operation
 from apps.core.permissions import login_required
 from apps.core.requests import read_json
 from apps.core.responses import json_response
-from apps.user import mfa, passkeys
+from apps.user import mfa, passkeys, transport
 from apps.user.clients import client_of
 from apps.user.schemas import (
     CodeIn,
@@ -21,7 +21,7 @@ from apps.user.schemas import (
     TokenPairOut,
     TOTPSetupOut,
 )
-from apps.user.views import account_of, confirmation, tokens_response
+from apps.user.views import account_of, confirmation
 
 TAGS = ("second factors",)
 NO_STORE = {"Cache-Control": "no-store"}  # secrets and codes: never kept by a cache
@@ -107,6 +107,7 @@ async def login_mfa(request: Request) -> Response:
     answer to POST /user/login/passkey/options with this `mfa_token`. Wrong codes are 401
     `invalid_code`, a passkey that does not verify 401 `invalid_passkey`; both count against
     THROTTLE_MFA. An expired or used `mfa_token` is 401 `invalid_mfa_token` (log in again)."""
+    transport.refuse_cross_site(request)
     data = await read_json(request, SecondFactorIn)
     client = client_of(request)
     if data.passkey is not None:
@@ -115,4 +116,4 @@ async def login_mfa(request: Request) -> Response:
         issued = await mfa.finish_login(
             data.mfa_token, client, code=data.code, recovery_code=data.recovery_code
         )
-    return tokens_response(issued)
+    return transport.tokens_response(request, issued)

@@ -11,7 +11,7 @@ from apps.core.openapi import operation
 from apps.core.permissions import login_required
 from apps.core.requests import read_json
 from apps.core.responses import json_response
-from apps.user import passkeys
+from apps.user import passkeys, transport
 from apps.user.clients import client_of
 from apps.user.schemas import (
     CreationOptionsOut,
@@ -25,7 +25,7 @@ from apps.user.schemas import (
     RequestOptionsOut,
     TokenPairOut,
 )
-from apps.user.views import account_of, confirmation, tokens_response
+from apps.user.views import account_of, confirmation
 
 TAGS = ("passkeys",)
 
@@ -159,6 +159,7 @@ async def passkey_login_options(request: Request) -> Response:
 async def passkey_login(request: Request) -> Response:
     """`credential` answers the options of POST /user/login/passkey/options (no body), user-verified.
     401 `invalid_passkey` for any failure (ask for new options: a challenge is used once)."""
+    transport.refuse_cross_site(request)
     data = await read_json(request, PasskeyLoginIn)
     issued = await passkeys.login(data.credential, client_of(request))
-    return tokens_response(issued)
+    return transport.tokens_response(request, issued)

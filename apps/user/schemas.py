@@ -139,6 +139,10 @@ class RefreshIn(Body):
     refresh_token: str
 
 
+class CookieRefreshIn(Body):
+    """The cookie transport's refresh: the token is the cookie; the body is `{}`."""
+
+
 class PatchBody(Body):
     """PATCH semantics: an absent field is left alone, and null is not a value any field can take."""
 
@@ -204,6 +208,16 @@ class UserOut(BaseModel):
 class TokenPairOut(BaseModel):
     access_token: str
     refresh_token: str
+    token_type: str = "Bearer"  # noqa: S105 (RFC 6750 scheme name)
+    expires_in: int
+    user: UserOut
+
+
+class BrowserTokenOut(BaseModel):
+    """A token response in the cookie transport (`X-Token-Transport: cookie`): the refresh token is
+    in an HttpOnly cookie scoped to POST /user/refresh-token, never in a body a script can read."""
+
+    access_token: str
     token_type: str = "Bearer"  # noqa: S105 (RFC 6750 scheme name)
     expires_in: int
     user: UserOut

@@ -106,12 +106,19 @@ async def start(
     return _issue(user, str(session.id), refresh, now)
 
 
-async def rotate(refresh_token: str, client: Client, *, now: datetime | None = None) -> IssuedTokens:
+async def rotate(
+    refresh_token: str, client: Client, *, now: datetime | None = None, grace: bool = False
+) -> IssuedTokens:
     """Spend `refresh_token` and return a new pair for the same session.
 
     The token is claimed by one conditional UPDATE (used_at IS NULL), so of concurrent refreshes with
     one token at most one wins. Presenting a spent token again is taken as theft: the whole session
     ends, the thief's tokens and the victim's alike (OAuth 2.0 Security BCP, refresh token rotation).
+
+    With `grace` (cookie mode: the tabs of one browser share one cookie), a token spent at most
+    REFRESH_TOKEN_REUSE_GRACE seconds ago whose successor is still unspent answers that same
+    successor (and a new access token): the tab that lost the race ends up with the cookie the
+    winner got. Later, or once the successor was spent too, it is theft as above.
 
     Raises:
         InvalidRefreshToken: unknown, spent, expired, revoked, or past SESSION_MAX_LIFETIME.
@@ -122,7 +129,10 @@ async def rotate(refresh_token: str, client: Client, *, now: datetime | None = N
     async with ending() as end:
         claimed = await RefreshToken.filter(digest=digest, used_at=None).update(used_at=now)
         row = await RefreshToken.get_or_none(digest=digest).select_related("session__user")
-        if row is not None and not claimed and row.session.expires_at > now:
+        successor = None
+        if row is not None and not claimed and grace:
+            successor = await _unspent_successor(row, refresh_token, now)
+        if row is not None and not claimed and successor is None and row.session.expires_at > now:
             # a spent token presented again while its session lives: theft suspected
             if await end.session(str(row.session.id), "refresh_token_reused", now=now):
                 await events.record(events.REFRESH_REUSE_DETECTED, row.session.user_id, client, at=now)
@@ -135,17 +145,29 @@ async def rotate(refresh_token: str, client: Client, *, now: datetime | None = N
                     # a session from before verification became mandatory: no new tokens until the
                     # address is verified (rolled back: the refresh token works again after that)
                     raise EmailUnverified()
-                session.last_used_at = now
-                session.expires_at = _expiry(session.created_at, now)
-                session.ip_address = client.ip_address
-                await session.save(update_fields=["last_used_at", "expires_at", "ip_address"])
-                refresh = tokens.new_refresh_token()
-                await RefreshToken.create(session=session, digest=tokens.refresh_token_digest(refresh))
-                issued = _issue(user, str(session.id), refresh, now)
+                if successor is None:
+                    session.last_used_at = now
+                    session.expires_at = _expiry(session.created_at, now)
+                    session.ip_address = client.ip_address
+                    await session.save(update_fields=["last_used_at", "expires_at", "ip_address"])
+                    successor = tokens.successor_refresh_token(refresh_token)
+                    await RefreshToken.create(session=session, digest=tokens.refresh_token_digest(successor))
+                issued = _issue(user, str(session.id), successor, now)
     # Raised after the block, so that ending a replayed session is committed, not rolled back.
     if issued is None:
         raise InvalidRefreshToken()
     return issued
+
+
+async def _unspent_successor(row: RefreshToken, refresh_token: str, now: datetime) -> str | None:
+    """The successor of a token spent within the grace window, if it is itself unspent."""
+    if row.used_at is None or now - row.used_at > timedelta(seconds=settings.REFRESH_TOKEN_REUSE_GRACE):
+        return None
+    candidates = {tokens.refresh_token_digest(c): c for c in tokens.successor_candidates(refresh_token)}
+    unspent = await RefreshToken.filter(
+        session_id=row.session_id, digest__in=list(candidates), used_at=None
+    ).first()
+    return candidates[unspent.digest] if unspent is not None else None
 
 
 @dataclass

@@ -12,7 +12,9 @@ against a token that cannot be guessed).
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -148,6 +150,25 @@ def decode_access_token(token: str) -> AccessClaims:
 
 def new_refresh_token() -> str:
     return secrets.token_urlsafe(32)
+
+
+def _successor(refresh_token: str, key: str) -> str:
+    derived = hashlib.sha256(f"authservice.refresh-successor\x00{key}".encode()).digest()
+    mac = hmac.new(derived, refresh_token.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+
+def successor_refresh_token(refresh_token: str) -> str:
+    """The refresh token that replaces `refresh_token` when it is spent: an HMAC of it under a key
+    derived from SECRET_KEY, 256 bits nobody can compute without both. Derived rather than drawn, so
+    that a second refresh with the same (just spent) token can be answered the same new token within
+    the cookie mode's grace window (sessions.rotate) while only digests are stored."""
+    return _successor(refresh_token, settings.SECRET_KEY)
+
+
+def successor_candidates(refresh_token: str) -> list[str]:
+    """The successor under SECRET_KEY and each of SECRET_KEY_FALLBACKS (a rotation in between)."""
+    return [_successor(refresh_token, key) for key in (settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS)]
 
 
 def refresh_token_digest(token: str) -> str:

@@ -13,13 +13,25 @@ from apps.core.permissions import login_required
 from apps.core.requests import read_json, read_query
 from apps.core.responses import json_response
 from apps.core.throttle import Throttled
-from apps.user import accounts, events, keys, mfa, password_reset, queries, sessions, throttles, verification
+from apps.user import (
+    accounts,
+    events,
+    keys,
+    mfa,
+    password_reset,
+    queries,
+    sessions,
+    throttles,
+    transport,
+    verification,
+)
 from apps.user.clients import client_of
 from apps.user.exceptions import (
     AccountGone,
     EmailUnverified,
     HashingOverloaded,
     InvalidCredentials,
+    InvalidRefreshToken,
     SessionNotFound,
 )
 from apps.user.models import User, normalize_email, username_key
@@ -27,6 +39,7 @@ from apps.user.schemas import (
     AcceptedOut,
     AccountDeleteIn,
     Confirmed,
+    CookieRefreshIn,
     EmailChangeIn,
     EventOut,
     EventPage,
@@ -51,17 +64,6 @@ from apps.user.schemas import (
 )
 
 TAGS = ("user",)
-
-
-def tokens_response(issued: sessions.IssuedTokens, status_code: int = 200) -> Response:
-    body = TokenPairOut(
-        access_token=issued.access_token,
-        refresh_token=issued.refresh_token,
-        expires_in=issued.expires_in,
-        user=UserOut.model_validate(issued.user),
-    )
-    # Token responses must never be cached (RFC 6749 section 5.1).
-    return json_response(body, status_code, headers={"Cache-Control": "no-store"})
 
 
 def confirmation(request: Request, data: Confirmed) -> accounts.Confirmation:
@@ -89,13 +91,14 @@ async def account_of(request: Request) -> User:
 async def register(request: Request) -> Response:
     """With EMAIL_VERIFICATION=mandatory the answer is `{"user": ...}` without tokens: log in once the
     address is verified."""
+    transport.refuse_cross_site(request)
     data = await read_json(request, RegisterIn)
     client = client_of(request)
     await throttles.registration(client)
     user, issued = await accounts.register(data.username, data.email, data.password, client)
     if issued is None:
         return json_response(RegisteredOut(user=UserOut.model_validate(user)), 201)
-    return tokens_response(issued, status_code=201)
+    return transport.tokens_response(request, issued, status_code=201)
 
 
 @operation(
@@ -110,6 +113,7 @@ async def login(request: Request) -> Response:
     EMAIL_VERIFICATION=mandatory, the right password to an unverified account is 403
     `email_unverified`, and a new link is mailed. An account with a second factor answers
     `{"mfa_required": true, "mfa_token", "methods"}` and no tokens: POST /user/login/mfa finishes."""
+    transport.refuse_cross_site(request)
     data = await read_json(request, LoginIn)
     client = client_of(request)
     identifier = normalize_email(data.email) if data.email is not None else username_key(data.username or "")
@@ -124,7 +128,7 @@ async def login(request: Request) -> Response:
         body = SecondFactorRequiredOut(mfa_token=issued.mfa_token, methods=issued.methods)
         return json_response(body, headers={"Cache-Control": "no-store"})
     metrics.count_login("success")
-    return tokens_response(issued)
+    return transport.tokens_response(request, issued)
 
 
 # What a login that failed counts as (authservice_logins_total{outcome}); anything else is "error".
@@ -148,10 +152,19 @@ def _login_outcome(exc: Exception) -> str:
     tags=TAGS,
 )
 async def refresh_token(request: Request) -> Response:
-    """The refresh token is spent; presenting it again ends the whole session."""
-    data = await read_json(request, RefreshIn)
-    issued = await sessions.rotate(data.refresh_token, client_of(request))
-    return tokens_response(issued)
+    """The refresh token is spent; presenting it again ends the whole session. In the cookie
+    transport (`X-Token-Transport: cookie`, body `{}`) the token is the cookie, and a refresh repeated
+    within REFRESH_TOKEN_REUSE_GRACE seconds (another tab) gets the same new one."""
+    if transport.wants_cookie(request):
+        await read_json(request, CookieRefreshIn)
+        token = transport.browser_refresh_token(request)
+        if token is None:
+            raise InvalidRefreshToken()
+        issued = await sessions.rotate(token, client_of(request), grace=True)
+    else:
+        data = await read_json(request, RefreshIn)
+        issued = await sessions.rotate(data.refresh_token, client_of(request))
+    return transport.tokens_response(request, issued)
 
 
 @operation("Log out: end this session", status=204, tags=TAGS)
@@ -159,7 +172,7 @@ async def refresh_token(request: Request) -> Response:
 async def logout(request: Request) -> Response:
     """The session's refresh token and every access token it issued are refused from now on."""
     await sessions.end(request.user.id, request.user.session_id, client_of(request))
-    return Response(status_code=204)
+    return transport.forget_cookie(request, Response(status_code=204))
 
 
 @operation(
@@ -326,7 +339,7 @@ async def session_delete(request: Request) -> Response:
 @login_required
 async def logout_all(request: Request) -> Response:
     await sessions.end_all(request.user.id, client_of(request))
-    return Response(status_code=204)
+    return transport.forget_cookie(request, Response(status_code=204))
 
 
 @operation(
