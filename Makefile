@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install run test test-system test-soak lint migrate bench
+.PHONY: install spa dev run test test-system test-soak lint migrate bench
 
 install: $(VENV)/.installed
 
@@ -22,8 +22,23 @@ $(VENV)/.installed: pyproject.toml
 migrate: install .env
 	$(BIN)/python manage.py migrate
 
-run: migrate
+# The web app (frontend/): `npm ci` once, `npm run build` when its sources are newer than the build.
+# Without Node.js the API is served alone, and / says how to get the web app.
+spa:
+	@if [ ! -f frontend/package.json ]; then exit 0; fi; \
+	if ! command -v npm >/dev/null 2>&1; then \
+	  echo "Node.js not found: serving the API only (install Node.js 20+ and npm for the web app)"; exit 0; fi; \
+	[ -d frontend/node_modules ] || (cd frontend && npm ci --no-audit --no-fund); \
+	if [ ! -f frontend/dist/index.html ] || [ -n "$$(find frontend/src frontend/index.html frontend/package.json \
+	    -newer frontend/dist/index.html 2>/dev/null | head -n1)" ]; then (cd frontend && npm run build); fi
+
+run: migrate spa
 	$(BIN)/python -m uvicorn app:app --host $(HOST) --port $(PORT) --no-access-log
+
+# Development: the API with --reload on :8000 and Vite's dev server on http://localhost:5173 (which
+# forwards the API's paths to :8000), the mail links pointing at Vite. Ctrl-C stops both.
+dev: migrate
+	scripts/dev.sh $(BIN)/python $(HOST) $(PORT)
 
 # The fast suite (a few minutes): unit, HTTP and the live-server system tests.
 test: install

@@ -13,7 +13,7 @@ from tortoise.contrib.starlette import RegisterTortoise
 
 import settings
 from apps.admin.urls import routes as admin_routes
-from apps.core import database, health, lifecycle, metrics
+from apps.core import database, health, lifecycle, metrics, spa
 from apps.core.errors import EXCEPTION_HANDLERS
 from apps.core.logs import configure_logging
 from apps.core.openapi import docs_routes
@@ -83,6 +83,7 @@ def create_app(tortoise_config: dict | None = None) -> Starlette:
     ]
     if settings.API_DOCS:
         routes += docs_routes(routes, title="authservice", version=API_VERSION)
+    routes += spa.routes(settings.FRONTEND_DIST)  # last: what no API route took
     # debug=False always: errors.py renders tracebacks itself, as problem+json, when DEBUG is on.
     return Starlette(
         debug=False,

@@ -152,6 +152,9 @@ SESSION_CACHE_TTL = _int("SESSION_CACHE_TTL", 60, minimum=0)  # seconds; bounds 
 # The shared counter telling workers on this host that sessions ended (default: /dev/shm, one per database).
 REVOCATION_EPOCH_FILE = _str("REVOCATION_EPOCH_FILE")
 
+# The built web app (frontend/, `make run` builds it), served at / when it exists (apps/core/spa.py).
+FRONTEND_DIST = Path(_str("FRONTEND_DIST", str(BASE_DIR / "frontend" / "dist")))
+
 # The SPA's base URL: links in mails and the /.well-known/change-password redirect point there.
 FRONTEND_URL = _str("FRONTEND_URL", "http://localhost:5173").rstrip("/")
 _frontend = urlsplit(FRONTEND_URL)
