@@ -83,15 +83,16 @@ def create_app(tortoise_config: dict | None = None) -> Starlette:
     ]
     if settings.API_DOCS:
         routes += docs_routes(routes, title="authservice", version=API_VERSION)
-    routes += spa.routes(settings.FRONTEND_DIST)  # last: what no API route took
     # debug=False always: errors.py renders tracebacks itself, as problem+json, when DEBUG is on.
-    return Starlette(
+    application = Starlette(
         debug=False,
         routes=routes,
         middleware=middleware,
         exception_handlers={**EXCEPTION_HANDLERS, **ACCOUNT_EXCEPTION_HANDLERS},
         lifespan=lifespan,
     )
+    spa.mount(application, settings.FRONTEND_DIST)  # what no API route took
+    return application
 
 
 app = create_app()

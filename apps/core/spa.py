@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import Mount, request_response
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
@@ -30,13 +31,13 @@ CONTENT_SECURITY_POLICY = (
     "base-uri 'none'; form-action 'self'"
 )
 IMMUTABLE = "public, max-age=31536000, immutable"
-ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
-PAGE_HEADERS = {
-    "Cache-Control": "no-cache",
+SAFETY_HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "Referrer-Policy": "no-referrer",  # the mail links' tokens must not leak through a Referer
     "X-Frame-Options": "DENY",
 }
+PAGE_HEADERS = {"Cache-Control": "no-cache", **SAFETY_HEADERS}
+FILE_HEADERS = {"Cache-Control": "public, max-age=3600", **SAFETY_HEADERS}
 
 NOT_BUILT = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>authservice</title></head>
@@ -55,6 +56,7 @@ class HashedAssets(StaticFiles):
         response = await super().get_response(path, scope)
         if response.status_code == 200:
             response.headers["Cache-Control"] = IMMUTABLE
+            response.headers.update(SAFETY_HEADERS)
         return response
 
 
@@ -62,17 +64,28 @@ def _wants_html(request: Request) -> bool:
     return "text/html" in request.headers.get("accept", "")
 
 
-def routes(dist: Path) -> list[BaseRoute]:
-    """The SPA's routes, to be placed after every API route."""
+def mount(app: Starlette, dist: Path) -> None:
+    """Serve the SPA from `dist` for whatever no API route took (the router's default: a path an API
+    route has, with another method, stays a 405)."""
     index = dist / "index.html"
     built = index.is_file()
-    # looked up by name, never joined with the request's path: nothing outside the build is reachable
-    top_files = {f.name: f for f in dist.iterdir() if f.is_file() and f.name != "index.html"} if built else {}
+    # looked up by name, never joined with the request's path: nothing outside the build is reachable;
+    # no dotfiles, no symlinks
+    top_files = (
+        {
+            f.name: f
+            for f in dist.iterdir()
+            if f.is_file() and not f.is_symlink() and not f.name.startswith(".")
+        }
+        if built
+        else {}
+    )
+    top_files.pop("index.html", None)
 
     async def page(request: Request) -> Response:
-        path = request.path_params.get("path", "")
+        path = request.url.path.lstrip("/")
         if request.method in ("GET", "HEAD") and path in top_files:
-            return FileResponse(top_files[path], headers={"Cache-Control": "public, max-age=3600"})
+            return FileResponse(top_files[path], headers=FILE_HEADERS)
         if request.method not in ("GET", "HEAD") or (not _wants_html(request) and path):
             raise NotFound()  # the API's 404 for a client that is not a browser navigating
         if not built:
@@ -81,12 +94,6 @@ def routes(dist: Path) -> list[BaseRoute]:
             return HTMLResponse(NOT_BUILT, headers={"Cache-Control": "no-cache"})
         return FileResponse(index, headers=PAGE_HEADERS)
 
-    found: list[BaseRoute] = []
     if built and (dist / "assets").is_dir():
-        found.append(Mount("/assets", app=HashedAssets(directory=dist / "assets"), name="assets"))
-    found += [
-        # every method, so that an unknown path stays a 404 (not a 405) for all but a page's GET
-        Route("/", page, methods=ANY_METHOD),
-        Route("/{path:path}", page, methods=ANY_METHOD),
-    ]
-    return found
+        app.router.routes.append(Mount("/assets", app=HashedAssets(directory=dist / "assets"), name="assets"))
+    app.router.default = request_response(page)

@@ -117,6 +117,10 @@ class RefreshToken(Model):
     created_at = fields.DatetimeField(auto_now_add=True)
     # Set once, atomically, when the token is exchanged; a second exchange is a replay.
     used_at = fields.DatetimeField(null=True)
+    # Exchanged by a browser (the cookie transport): the token that replaced it, encrypted under a key
+    # derived from this token itself, so that only its holder can be given it again within the grace
+    # window (sessions.rotate). NULL for every other token, which so never gets a grace.
+    successor = fields.TextField(null=True)
 
     class Meta:
         table = "user_refresh_token"

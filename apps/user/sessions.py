@@ -115,10 +115,12 @@ async def rotate(
     one token at most one wins. Presenting a spent token again is taken as theft: the whole session
     ends, the thief's tokens and the victim's alike (OAuth 2.0 Security BCP, refresh token rotation).
 
-    With `grace` (cookie mode: the tabs of one browser share one cookie), a token spent at most
-    REFRESH_TOKEN_REUSE_GRACE seconds ago whose successor is still unspent answers that same
-    successor (and a new access token): the tab that lost the race ends up with the cookie the
-    winner got. Later, or once the successor was spent too, it is theft as above.
+    With `grace` (the cookie transport: the tabs of one browser share one cookie), the new token is also
+    kept on the spent row, sealed under a key derived from the spent token; a token spent that way at
+    most REFRESH_TOKEN_REUSE_GRACE seconds ago and presented again (by the cookie transport) answers
+    the newest unspent token down that chain, and a new access token: the tab that lost the race ends
+    up with the cookie the winner got. Otherwise (later, a bearer-spent token, or the grace off) it is
+    theft as above.
 
     Raises:
         InvalidRefreshToken: unknown, spent, expired, revoked, or past SESSION_MAX_LIFETIME.
@@ -150,8 +152,11 @@ async def rotate(
                     session.expires_at = _expiry(session.created_at, now)
                     session.ip_address = client.ip_address
                     await session.save(update_fields=["last_used_at", "expires_at", "ip_address"])
-                    successor = tokens.successor_refresh_token(refresh_token)
+                    successor = tokens.new_refresh_token()
                     await RefreshToken.create(session=session, digest=tokens.refresh_token_digest(successor))
+                    if grace:
+                        sealed = tokens.seal_successor(refresh_token, successor)
+                        await RefreshToken.filter(id=row.id).update(successor=sealed)
                 issued = _issue(user, str(session.id), successor, now)
     # Raised after the block, so that ending a replayed session is committed, not rolled back.
     if issued is None:
@@ -159,15 +164,35 @@ async def rotate(
     return issued
 
 
+GRACE_CHAIN = 4  # tabs racing more refreshes than this within the window are not a race
+
+
 async def _unspent_successor(row: RefreshToken, refresh_token: str, now: datetime) -> str | None:
-    """The successor of a token spent within the grace window, if it is itself unspent."""
-    if row.used_at is None or now - row.used_at > timedelta(seconds=settings.REFRESH_TOKEN_REUSE_GRACE):
-        return None
-    candidates = {tokens.refresh_token_digest(c): c for c in tokens.successor_candidates(refresh_token)}
-    unspent = await RefreshToken.filter(
-        session_id=row.session_id, digest__in=list(candidates), used_at=None
-    ).first()
-    return candidates[unspent.digest] if unspent is not None else None
+    """The newest unspent token down the chain of browser refreshes from `row`, each spent within
+    the grace window; None if there is none (the caller then treats it as a replay)."""
+    window = timedelta(seconds=settings.REFRESH_TOKEN_REUSE_GRACE)
+    spent, token = row, refresh_token
+    for _ in range(GRACE_CHAIN):
+        # abs(): of two refreshes racing, the loser's clock may read earlier than the winner's used_at
+        if (
+            not window
+            or spent.used_at is None
+            or spent.successor is None
+            or abs(now - spent.used_at) > window
+        ):
+            return None
+        successor = tokens.open_successor(token, spent.successor)
+        if successor is None:
+            return None
+        following = await RefreshToken.get_or_none(
+            session_id=row.session_id, digest=tokens.refresh_token_digest(successor)
+        )
+        if following is None:
+            return None
+        if following.used_at is None:
+            return successor
+        spent, token = following, successor
+    return None
 
 
 @dataclass

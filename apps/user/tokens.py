@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import jwt
+from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 import settings
 from apps.user import keys
@@ -152,23 +154,24 @@ def new_refresh_token() -> str:
     return secrets.token_urlsafe(32)
 
 
-def _successor(refresh_token: str, key: str) -> str:
-    derived = hashlib.sha256(f"authservice.refresh-successor\x00{key}".encode()).digest()
-    mac = hmac.new(derived, refresh_token.encode(), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+def _successor_box(refresh_token: str) -> Fernet:
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"authservice.refresh-successor").derive(
+        refresh_token.encode()
+    )
+    return Fernet(base64.urlsafe_b64encode(key))
 
 
-def successor_refresh_token(refresh_token: str) -> str:
-    """The refresh token that replaces `refresh_token` when it is spent: an HMAC of it under a key
-    derived from SECRET_KEY, 256 bits nobody can compute without both. Derived rather than drawn, so
-    that a second refresh with the same (just spent) token can be answered the same new token within
-    the cookie mode's grace window (sessions.rotate) while only digests are stored."""
-    return _successor(refresh_token, settings.SECRET_KEY)
+def seal_successor(spent: str, successor: str) -> str:
+    """`successor`, readable only with the token it replaced (256 random bits: nobody else can derive
+    the key, SECRET_KEY holders included)."""
+    return _successor_box(spent).encrypt(successor.encode()).decode()
 
 
-def successor_candidates(refresh_token: str) -> list[str]:
-    """The successor under SECRET_KEY and each of SECRET_KEY_FALLBACKS (a rotation in between)."""
-    return [_successor(refresh_token, key) for key in (settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS)]
+def open_successor(spent: str, sealed: str) -> str | None:
+    try:
+        return _successor_box(spent).decrypt(sealed.encode()).decode()
+    except InvalidToken:
+        return None
 
 
 def refresh_token_digest(token: str) -> str:

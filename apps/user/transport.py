@@ -13,8 +13,11 @@ routes that answer tokens (register, login and its second step, passwordless log
 - logout clears it.
 CSRF: every cookie-transport request must carry that custom header (a cross-site form cannot set
 one, and a cross-site script needs a CORS preflight that only CORS_ALLOWED_ORIGINS pass) and an
-Origin that is the service's own or one of CORS_ALLOWED_ORIGINS; SameSite=Strict keeps the cookie off
-cross-site requests besides. `Secure` (and the `__Secure-` prefix) is dropped only in DEBUG on
+Origin that is the service's own (as the request reached it: behind a proxy, FORWARDED_ALLOW_IPS must
+name the proxy for the scheme to be right) or one of CORS_ALLOWED_ORIGINS; SameSite=Strict keeps the
+cookie off cross-site requests besides (so a listed origin must be same-site with the service), and a
+refresh cookie sent twice (one planted by a sibling subdomain) is refused. `Secure` (and the
+`__Secure-` prefix) is dropped only in DEBUG on
 http://localhost, where browsers would not store a Secure cookie.
 """
 
@@ -60,9 +63,10 @@ def check_origin(request: Request) -> None:
     Raises:
         CrossSiteRefused: no Origin, or one that is neither the service's own nor allowed.
     """
-    origin = request.headers.get("origin")
-    own = f"{request.url.scheme}://{request.url.netloc}"
-    if origin is None or (origin != own and origin not in settings.CORS_ALLOWED_ORIGINS):
+    origin = request.headers.get("origin", "").strip().lower()
+    own = f"{request.url.scheme}://{request.url.netloc}".lower()
+    allowed = {o.rstrip("/").lower() for o in settings.CORS_ALLOWED_ORIGINS}
+    if not origin or (origin != own and origin not in allowed):
         raise CrossSiteRefused("Cookie requests must come from the service's own pages or an allowed origin.")
 
 
@@ -81,10 +85,15 @@ def browser_refresh_token(request: Request) -> str | None:
     """The refresh token of a cookie-transport refresh (after the CSRF check), None if no cookie.
 
     Raises:
-        CrossSiteRefused: see check_origin.
+        CrossSiteRefused: see check_origin; or the cookie twice (a sibling subdomain can plant a
+            second one with Domain=, and the parser would keep whichever comes last).
     """
     check_origin(request)
-    return request.cookies.get(cookie_name(request))
+    name = cookie_name(request)
+    sent = [part.split("=", 1)[0].strip() for part in request.headers.get("cookie", "").split(";")]
+    if sent.count(name) > 1:
+        raise CrossSiteRefused("The refresh cookie was sent twice; one of them was not set by this service.")
+    return request.cookies.get(name)
 
 
 def tokens_response(request: Request, issued: sessions.IssuedTokens, status_code: int = 200) -> Response:
@@ -120,7 +129,8 @@ def tokens_response(request: Request, issued: sessions.IssuedTokens, status_code
 
 
 def forget_cookie(request: Request, response: Response) -> Response:
-    """Clear the refresh cookie if the browser sent one (logout)."""
+    """Clear the refresh cookie of a cookie-transport logout (the cookie itself is never sent here:
+    its path is the refresh route's)."""
     name = cookie_name(request)
     if name in request.cookies or wants_cookie(request):
         response.delete_cookie(

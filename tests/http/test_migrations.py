@@ -26,6 +26,7 @@ async def test_migrations_were_applied_by_manage_py(app, backend):
         ("user", "0004_event"),
         ("user", "0005_email_verification"),
         ("user", "0006_second_factors"),
+        ("user", "0007_browser_refresh_successor"),
         ("mail", "0001_initial"),
         ("mail", "0002_deferred_composition"),
     }
