@@ -105,6 +105,13 @@ def openapi_schema(routes: list, *, title: str, version: str) -> dict:
             if spec.response:
                 models.append((spec.response, "serialization"))
     _, definitions = models_json_schema(list(dict.fromkeys(models)), ref_template=REF)
+    # An optional field of a request body may be left out; `"default": null` would make generators
+    # (openapi-typescript) type it as required, so that `{"email", "password"}` fails to compile.
+    for model, mode in models:
+        if mode == "validation":
+            for field in definitions.get("$defs", {}).get(model.__name__, {}).get("properties", {}).values():
+                if "default" in field and field["default"] is None:
+                    del field["default"]
 
     paths: dict[str, dict] = {}
     for route, method, spec in found:

@@ -97,6 +97,7 @@ Credential = Annotated[
     WithJsonSchema(
         {
             "type": "object",
+            "additionalProperties": True,
             "description": "A PublicKeyCredential as JSON (credential.toJSON()): id, rawId, type, response",
         }
     ),

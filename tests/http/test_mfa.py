@@ -293,3 +293,13 @@ async def test_the_staff_reset_lets_the_owner_in_with_the_password_and_is_audite
     assert_problem(
         await client.delete(f"/admin/users/{user_id}/mfa", headers=bearer(other["access_token"])), 403
     )
+
+
+async def test_the_qr_code_is_a_whole_svg_document_an_img_can_show(client):
+    account = await register(client)
+    r = await client.post(
+        "/user/mfa/totp/setup", json={"password": PASSWORD}, headers=bearer(account["access_token"])
+    )
+    svg = r.json()["qr_svg"]
+    # an <img src="data:image/svg+xml,..."> renders an SVG only with its namespace
+    assert svg.startswith("<svg") and 'xmlns="http://www.w3.org/2000/svg"' in svg
