@@ -25,7 +25,7 @@ const CHANNEL = "auth";
 const HINT = "auth:signed-in";
 /** localStorage: when a tab of this browser last refreshed (ms since the epoch). */
 const REFRESHED_AT = "auth:refreshed-at";
-/** Refresh this long before the access token expires, so no request carries a dying token. */
+/** Refresh this long before the access token expires (a fifth of a short lifetime), so no request carries a dying token. */
 const MARGIN_MS = 30_000;
 /** How long a tab that waited on the lock waits for the other tab's token before refreshing itself. */
 const HANDOVER_MS = 2_000;
@@ -47,6 +47,7 @@ export const auth = reactive({
 
 let accessToken: string | null = null;
 let expiresAt = 0;
+let margin = MARGIN_MS;
 let inflight: Promise<string | null> | null = null;
 const signedOutListeners: Array<(byThisTab: boolean) => void> = [];
 const tokenWaiters: Array<() => void> = [];
@@ -74,6 +75,7 @@ function storage(): Storage | null {
 function take(tokens: BrowserTokens): void {
   accessToken = tokens.access_token;
   expiresAt = Date.now() + tokens.expires_in * 1000;
+  margin = Math.min(MARGIN_MS, (tokens.expires_in * 1000) / 5);
   auth.user = tokens.user;
   auth.pending = null;
   storage()?.setItem(HINT, "1");
@@ -187,7 +189,7 @@ export function refresh(): Promise<string | null> {
 /** The access token to send now, refreshed first when it is about to expire; null when signed out. */
 export async function currentToken(): Promise<string | null> {
   if (accessToken === null) return null;
-  if (Date.now() < expiresAt - MARGIN_MS) return accessToken;
+  if (Date.now() < expiresAt - margin) return accessToken;
   return refresh();
 }
 
