@@ -281,7 +281,8 @@ try {
   // sign out: tab B follows
   await signOut(a);
   await b.waitForURL(/\/login/, { timeout: 5000 }).catch(() => {});
-  check("signing out in A signs out B", /\/login/.test(b.url()), b.url());
+  check("signing out in A signs out B", /\/login\?.*why=elsewhere/.test(b.url()), b.url());
+  check("B says why", (await b.locator("main").innerText()).includes("You signed out in another tab"));
   await b.close();
 
   // a wrong password, keyboard only: the alert takes the focus
@@ -374,6 +375,7 @@ try {
 
   // delete the account
   await a.getByRole("link", { name: "Delete account" }).click();
+  await a.waitForURL(/\/settings\/delete$/);
   await a.getByLabel("Your password").fill(user.password);
   await a.getByRole("button", { name: "Delete my account" }).click();
   await a.waitForURL(/\/login\?deleted=1/);

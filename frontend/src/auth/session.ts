@@ -32,10 +32,13 @@ const HANDOVER_MS = 2_000;
 
 export const TRANSPORT_HEADERS = { "X-Token-Transport": "cookie" } as const;
 
+/** "signed-out": someone chose to (logout, logout-all, deletion, a reset); "ended": the service refused the session. */
+export type SignOutReason = "signed-out" | "ended";
+
 type Message =
   | { type: "tokens"; tokens: BrowserTokens }
   | { type: "user"; user: User }
-  | { type: "signed-out" };
+  | { type: "signed-out"; reason: SignOutReason };
 
 export const auth = reactive({
   user: null as User | null,
@@ -49,7 +52,7 @@ let accessToken: string | null = null;
 let expiresAt = 0;
 let margin = MARGIN_MS;
 let inflight: Promise<string | null> | null = null;
-const signedOutListeners: Array<(byThisTab: boolean) => void> = [];
+const signedOutListeners: Array<(reason: SignOutReason, inThisTab: boolean) => void> = [];
 const tokenWaiters: Array<() => void> = [];
 
 const channel = typeof BroadcastChannel === "function" ? new BroadcastChannel(CHANNEL) : null;
@@ -60,7 +63,7 @@ channel?.addEventListener("message", (event: MessageEvent<Message>) => {
   } else if (message.type === "user") {
     if (auth.user && auth.user.id === message.user.id) auth.user = message.user;
   } else if (message.type === "signed-out") {
-    drop(false);
+    drop(message.reason, false);
   }
 });
 
@@ -82,7 +85,7 @@ function take(tokens: BrowserTokens): void {
   tokenWaiters.splice(0).forEach((wake) => wake());
 }
 
-function drop(byThisTab: boolean): void {
+function drop(reason: SignOutReason, inThisTab: boolean): void {
   const wasSignedIn = accessToken !== null || auth.user !== null;
   accessToken = null;
   expiresAt = 0;
@@ -90,7 +93,7 @@ function drop(byThisTab: boolean): void {
   auth.pending = null;
   storage()?.removeItem(HINT);
   tokenWaiters.splice(0).forEach((wake) => wake());
-  if (wasSignedIn) signedOutListeners.forEach((listener) => listener(byThisTab));
+  if (wasSignedIn) signedOutListeners.forEach((listener) => listener(reason, inThisTab));
 }
 
 /** A token answer of register, login, its second step or a passkey login: this tab and the others are signed in. */
@@ -100,9 +103,9 @@ export function signedIn(tokens: BrowserTokens): void {
 }
 
 /** The session is over (logout, logout-all, account deleted, refresh refused): here and in every tab. */
-export function signedOut(): void {
-  drop(true);
-  channel?.postMessage({ type: "signed-out" } satisfies Message);
+export function signedOut(reason: SignOutReason = "signed-out"): void {
+  drop(reason, true);
+  channel?.postMessage({ type: "signed-out", reason } satisfies Message);
 }
 
 /** The account changed (username, verified email): the other tabs show it too. */
@@ -111,7 +114,7 @@ export function userChanged(user: User): void {
   channel?.postMessage({ type: "user", user } satisfies Message);
 }
 
-export function onSignedOut(listener: (byThisTab: boolean) => void): void {
+export function onSignedOut(listener: (reason: SignOutReason, inThisTab: boolean) => void): void {
   signedOutListeners.push(listener);
 }
 
@@ -150,7 +153,7 @@ async function spendCookie(): Promise<string | null> {
   }
   if (response.status === 401 || response.status === 403) {
     // no cookie, a spent or revoked one, or an ended session: signed out everywhere
-    signedOut();
+    signedOut("ended");
     return null;
   }
   // 429, 5xx: the session may well be alive; keep it and let the caller show the problem
