@@ -366,6 +366,61 @@ try {
   await a.waitForURL(/\/settings$/);
   check("new password, second step by passkey", (await heading(a)) === "Profile");
 
+  // profile: a new username
+  await a.getByRole("link", { name: "Profile" }).click();
+  await a.getByText("Member since").waitFor();
+  user.username = `bea${suffix}`;
+  await a.locator("#username").fill(user.username);
+  await a.getByRole("button", { name: "Save" }).click();
+  await a.getByText("Username saved.").waitFor();
+  check("username changed, the header follows", (await a.locator(".site-nav").innerText()).includes(user.username));
+
+  // email change: a link to the new address
+  await a.getByRole("link", { name: "Email", exact: true }).click();
+  await a.waitForURL(/\/settings\/email$/);
+  const newEmail = `bea${suffix}@example.org`;
+  await a.getByLabel("New email").fill(newEmail);
+  await a.getByLabel("Your password").fill(user.password);
+  await a.getByRole("button", { name: "Send the link" }).click();
+  await a.getByText(`We sent a link to ${newEmail}`).waitFor();
+  await a.goto(await mailedLink(newEmail, "verify-email"));
+  await a.getByText(`${newEmail} is confirmed`).waitFor();
+  user.email = newEmail;
+  check("email changed through the link", true);
+
+  // another device: ended from here, it is sent to the sign-in page and told why
+  const other = await browser.newContext({ viewport: { width: 360, height: 780 } });
+  const c = watch(await other.newPage(), "C");
+  await c.goto(`${ORIGIN}/login`);
+  await c.getByLabel("Email or username").fill(user.username);
+  await c.getByLabel("Password").fill(user.password);
+  await c.getByRole("button", { name: "Sign in", exact: true }).click();
+  await c.waitForURL(/\/login\/second-factor/);
+  await c.getByLabel("Recovery code", { exact: true }).check();
+  await c.locator("#recovery-code").fill(codes[1]);
+  await c.getByRole("button", { name: "Continue" }).click();
+  await c.waitForURL(/\/settings$/);
+  await a.goto(`${ORIGIN}/settings/sessions`);
+  await a.getByText("this device").waitFor();
+  check("two sessions listed", (await a.locator(".item-list > li").count()) === 2);
+  await a.getByRole("button", { name: /^End the session/ }).filter({ hasNotText: "Sign out" }).click();
+  await a.getByText("has ended").waitFor();
+  check("the other session ended", (await a.locator(".item-list > li").count()) === 1);
+  await c.getByRole("link", { name: "History" }).click();
+  await c.waitForURL(/\/login\?.*why=ended/);
+  check("the ended device is told its session ended", (await c.locator("main").innerText()).includes("Your session has ended"));
+  await other.close();
+
+  // password change: this session goes on
+  await a.getByRole("link", { name: "Password" }).click();
+  await a.waitForURL(/\/settings\/password$/);
+  await a.getByLabel("Current password").fill(user.password);
+  user.password = "Thr1rd-Horse-Battery";
+  await a.getByLabel("New password", { exact: true }).fill(user.password);
+  await a.getByRole("button", { name: "Change the password" }).click();
+  await a.getByText("Password changed.").waitFor();
+  check("password changed, still signed in", (await heading(a)) === "Password");
+
   // a wider screen, for the record
   await a.setViewportSize({ width: 1280, height: 900 });
   await a.getByRole("link", { name: "Two-step sign-in & passkeys" }).click();
