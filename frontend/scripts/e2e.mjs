@@ -1,0 +1,450 @@
+// End to end, by hand or in CI: the built SPA (dist/, served with the production CSP by serve.mjs)
+// against a live API (uvicorn on a fresh SQLite file, mails to its stdout), in Debian's Chromium
+// driven by playwright-core (never a downloaded browser). Screenshots go to screenshots/.
+//
+//   npm run build && npm run e2e
+//
+// Environment: CHROMIUM (default /usr/bin/chromium), PYTHON (default ../.venv/bin/python),
+// WEB_PORT (4173), API_PORT (8765), HEADED=1 to watch.
+import { spawn } from "node:child_process";
+import { createHmac, randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+import { chromium } from "playwright-core";
+
+import { serve } from "./serve.mjs";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const frontend = resolve(here, "..");
+const repo = resolve(frontend, "..");
+const shots = join(frontend, "screenshots");
+const WEB_PORT = Number(process.env.WEB_PORT ?? 4173);
+const API_PORT = Number(process.env.API_PORT ?? 8765);
+const ORIGIN = `http://localhost:${WEB_PORT}`;
+const ACCESS_TOKEN_LIFETIME = 30; // the shortest the API allows: the run crosses refreshes
+const DEADLINE_MS = 240_000;
+
+const results = [];
+let failed = 0;
+function check(name, condition, detail = "") {
+  results.push(`${condition ? "ok  " : "FAIL"} ${name}${detail ? `: ${detail}` : ""}`);
+  console.log(results.at(-1));
+  if (!condition) failed++;
+}
+
+// --- the API -----------------------------------------------------------------------------------
+if (!existsSync(join(frontend, "dist/index.html"))) {
+  console.error("no dist/: run npm run build first");
+  process.exit(2);
+}
+const work = mkdtempSync(join(tmpdir(), "spa-e2e-"));
+const python = process.env.PYTHON ?? join(repo, ".venv/bin/python");
+const apiEnv = {
+  ...process.env,
+  DEBUG: "true",
+  SECRET_KEY: randomBytes(32).toString("hex"),
+  DATABASE_URL: `sqlite://${join(work, "db.sqlite3")}`,
+  EMAIL_BACKEND: "console",
+  FRONTEND_URL: ORIGIN,
+  CORS_ALLOWED_ORIGINS: ORIGIN,
+  ACCESS_TOKEN_LIFETIME: String(ACCESS_TOKEN_LIFETIME),
+  THROTTLE_LOGIN_ACCOUNT: "off",
+  THROTTLE_LOGIN_IP: "off",
+  THROTTLE_REGISTER_IP: "off",
+  THROTTLE_PASSWORD_RESET: "off",
+  THROTTLE_MFA: "off",
+  PYTHONUNBUFFERED: "1",
+};
+const run = (args) =>
+  new Promise((ok, fail) => {
+    const child = spawn(python, args, { cwd: repo, env: apiEnv, stdio: "inherit" });
+    child.on("exit", (code) => (code === 0 ? ok() : fail(new Error(`${args.join(" ")}: exit ${code}`))));
+  });
+await run(["manage.py", "migrate"]);
+const api = spawn(python, ["-m", "uvicorn", "app:app", "--host", "127.0.0.1", "--port", String(API_PORT)], {
+  cwd: repo,
+  env: apiEnv,
+  stdio: ["ignore", "pipe", "pipe"],
+});
+let apiOut = "";
+api.stdout.on("data", (chunk) => (apiOut += chunk));
+api.stderr.on("data", (chunk) => (apiOut += chunk));
+
+let browser;
+let web;
+async function stop(code) {
+  await browser?.close().catch(() => {});
+  web?.close();
+  api.kill("SIGTERM");
+  rmSync(work, { recursive: true, force: true });
+  process.exit(code);
+}
+const timer = setTimeout(() => {
+  console.error(`gave up after ${DEADLINE_MS} ms`);
+  void stop(3);
+}, DEADLINE_MS);
+
+for (let i = 0; ; i++) {
+  try {
+    if ((await fetch(`http://127.0.0.1:${API_PORT}/health`)).ok) break;
+  } catch {
+    /* not up yet */
+  }
+  if (i > 100) throw new Error(`the API did not start:\n${apiOut}`);
+  await new Promise((r) => setTimeout(r, 200));
+}
+web = await serve({ port: WEB_PORT, api: `http://127.0.0.1:${API_PORT}` });
+
+/** The newest link of a kind mailed to `to`, from the console backend's output. */
+async function mailedLink(to, kind) {
+  for (let i = 0; i < 50; i++) {
+    const mails = apiOut.split(/-{30} mail \(console backend\) -{30}\n/).slice(1);
+    for (const mail of mails.reverse()) {
+      if (!mail.includes(`To: ${to}`)) continue;
+      const link = mail.match(new RegExp(`${ORIGIN}/${kind}\\?token=\\S+`));
+      if (link) return link[0];
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`no ${kind} mail to ${to}`);
+}
+
+/** RFC 6238 with the service's parameters (SHA-1, 6 digits, 30 s), for the step `offset` from now. */
+function totp(secret, offset = 0) {
+  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+  let bits = "";
+  for (const char of secret.replace(/[\s=]/g, "").toUpperCase()) bits += alphabet.indexOf(char).toString(2).padStart(5, "0");
+  const key = Buffer.from(bits.match(/.{8}/g).map((b) => parseInt(b, 2)));
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(Math.floor(Date.now() / 30_000) + offset));
+  const mac = createHmac("sha1", key).update(counter).digest();
+  const at = mac[mac.length - 1] & 0xf;
+  return String((mac.readUInt32BE(at) & 0x7fffffff) % 1_000_000).padStart(6, "0");
+}
+
+// --- the browser -------------------------------------------------------------------------------
+mkdirSync(shots, { recursive: true });
+rmSync(join(shots, "failure.png"), { force: true });
+browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  headless: !process.env.HEADED,
+  args: [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+  ],
+  timeout: 20_000,
+});
+const context = await browser.newContext({ viewport: { width: 360, height: 780 }, deviceScaleFactor: 1 });
+const problems = [];
+const refreshes = [];
+function watch(page, name) {
+  page.setDefaultTimeout(10_000);
+  page.on("console", (m) => {
+    if (m.type() === "error" || /Content Security Policy/i.test(m.text())) {
+      // the API's 4xx answers the tests provoke show as console errors; CSP reports never should
+      if (!/status of (401|409|422)/.test(m.text())) problems.push(`${name} console ${m.type()}: ${m.text()}`);
+    }
+  });
+  page.on("pageerror", (e) => problems.push(`${name} pageerror: ${e.message}`));
+  page.on("request", (r) => {
+    if (r.url().endsWith("/user/refresh-token")) refreshes.push({ tab: name, at: Date.now() });
+  });
+  return page;
+}
+const a = watch(await context.newPage(), "A");
+const shot = (page, file) => page.screenshot({ path: join(shots, file), fullPage: true });
+const heading = (page) => page.locator("main h1").first().innerText();
+const focused = (page) =>
+  page.evaluate(() => {
+    const el = document.activeElement;
+    return el ? `${el.tagName.toLowerCase()}${el.id ? `#${el.id}` : ""}${el.hasAttribute("data-alert") ? "[data-alert]" : ""}` : "";
+  });
+async function signOut(page) {
+  await page.getByRole("button", { name: "Sign out" }).first().click();
+  await page.waitForURL(/\/login/);
+}
+
+const suffix = randomBytes(4).toString("hex");
+const user = { username: `ann${suffix}`, email: `ann${suffix}@example.com`, password: "Corr3ct-Horse-Battery" };
+
+try {
+  // CSP is really on
+  const first = await fetch(`${ORIGIN}/login`);
+  check("the page is served with the strict CSP", (first.headers.get("content-security-policy") ?? "").includes("script-src 'self'"));
+
+  // anonymous: / goes to the login page; no refresh is tried without the hint
+  await a.goto(`${ORIGIN}/`);
+  await a.waitForURL(/\/login$/);
+  check("anonymous / lands on Sign in", (await heading(a)) === "Sign in");
+  check("no refresh attempt without a session", refreshes.length === 0, `${refreshes.length}`);
+  await shot(a, "01-login-360.png");
+
+  // registration: a field error is shown by its field and takes the focus
+  await a.getByRole("link", { name: "Create an account" }).first().click();
+  await a.waitForURL(/\/register$/);
+  check("focus on the heading after navigation", (await focused(a)) === "h1#page-title");
+  await a.getByLabel("Username").fill(user.username);
+  await a.getByLabel("Email", { exact: true }).fill(user.email);
+  await a.getByLabel("Password", { exact: true }).fill("password");
+  await a.getByRole("button", { name: "Create the account" }).click();
+  await a.locator("#new-password-error").waitFor();
+  check("422: the password's error sits by the password", (await a.locator("#new-password-error").innerText()).length > 0, await a.locator("#new-password-error").innerText());
+  check("422: focus moves to the field in error", (await focused(a)) === "input#new-password");
+  check(
+    "the error is tied to the field (aria-describedby)",
+    ((await a.locator("#new-password").getAttribute("aria-describedby")) ?? "").includes("new-password-error"),
+  );
+  await shot(a, "02-register-error-360.png");
+  await a.getByLabel("Password", { exact: true }).fill(user.password);
+  await a.getByRole("button", { name: "Create the account" }).click();
+  await a.waitForURL(/\/settings/);
+  await a.getByText("Welcome!").waitFor();
+  check("registered and signed in", (await heading(a)) === "Profile");
+  await shot(a, "03-profile-360.png");
+
+  // nothing of the session in storage a script could read
+  const stored = await a.evaluate(() => JSON.stringify({ ...localStorage }) + JSON.stringify({ ...sessionStorage }) + document.cookie);
+  check("no token in localStorage, sessionStorage or document.cookie", !/eyJ|refresh_token/.test(stored), stored);
+
+  // the verification mail's link
+  const verify = await mailedLink(user.email, "verify-email");
+  await a.goto(verify);
+  await a.getByText("is confirmed").waitFor();
+  check("verify-email: the token left the address bar", !a.url().includes("token="), a.url());
+  check("verify-email: the profile shows the address confirmed", (await a.locator("main").innerText()).includes("confirmed"));
+  await shot(a, "04-verified-360.png");
+  await a.goto(`${ORIGIN}/settings`);
+  await a.getByText("Member since").waitFor();
+
+  // two tabs: the second finds the session through the cookie; both reloaded at once share one refresh
+  const b = watch(await context.newPage(), "B");
+  await b.goto(`${ORIGIN}/settings/sessions`);
+  await b.getByText("this device").waitFor();
+  check("tab B is signed in from the cookie", (await heading(b)) === "Sessions and devices");
+  refreshes.length = 0;
+  await Promise.all([a.reload(), b.reload()]);
+  await Promise.all([a.locator("main h1").waitFor(), b.getByText("this device").waitFor()]);
+  check("two tabs reloaded at once: both signed in", (await heading(a)) === "Profile" && (await heading(b)) === "Sessions and devices");
+  check("two tabs reloaded at once: the refreshes were single-flighted", refreshes.length <= 2, `${refreshes.length} refresh request(s)`);
+  console.log(`     refreshes on the double reload: ${refreshes.length}`);
+
+  // both tokens stale at once (30 s lifetime): both tabs call the API at the same moment
+  await a.goto(`${ORIGIN}/settings/sessions`);
+  await a.getByText("this device").waitFor();
+  await new Promise((r) => setTimeout(r, (ACCESS_TOKEN_LIFETIME - 4) * 1000));
+  refreshes.length = 0;
+  await Promise.all([
+    a.getByRole("link", { name: "History" }).click(),
+    b.getByRole("link", { name: "History" }).click(),
+  ]);
+  await Promise.all([a.locator("table").waitFor(), b.locator("table").waitFor()]);
+  check("stale tokens in two tabs: one refresh for both", refreshes.length === 1, `${refreshes.length} refresh request(s)`);
+  const history = await a.locator("table").innerText();
+  check("no refresh reuse was detected", !/Reused session token/.test(history));
+  await shot(a, "05-history-360.png");
+  await a.getByRole("link", { name: "Sessions" }).click();
+  await a.getByText("this device").waitFor();
+  check("still one session", (await a.locator(".item-list > li").count()) === 1, `${await a.locator(".item-list > li").count()}`);
+  await shot(a, "06-sessions-360.png");
+
+  // the W3C change-password URL
+  await a.goto(`${ORIGIN}/.well-known/change-password`);
+  await a.waitForURL(/\/settings\/password$/);
+  check("/.well-known/change-password opens the password page", (await heading(a)) === "Password");
+
+  // TOTP: set up, scan (the secret), confirm with a code: ten recovery codes
+  await a.getByRole("link", { name: "Two-step sign-in & passkeys" }).click();
+  await a.getByText("Set up an authenticator app").click();
+  await a.locator("#totp-setup-password").fill(user.password);
+  await a.getByRole("button", { name: "Continue" }).click();
+  await a.locator("img.qr").waitFor();
+  await a.waitForFunction(() => document.querySelector("img.qr")?.complete);
+  check("QR code rendered as an image", await a.locator("img.qr").evaluate((img) => img.naturalWidth > 0));
+  await shot(a, "07-totp-setup-360.png");
+  const secret = (await a.locator("code.secret").innerText()).replace(/\s+/g, "");
+  await a.getByLabel("Code from the app").fill(totp(secret));
+  await a.getByRole("button", { name: "Turn on" }).click();
+  await a.getByText("Your recovery codes").waitFor();
+  const codes = await a.locator("ol.codes code").allInnerTexts();
+  check("ten recovery codes shown once", codes.length === 10);
+  await shot(a, "08-recovery-codes-360.png");
+  await a.getByRole("button", { name: "I have saved them" }).click();
+
+  // sign out: tab B follows
+  await signOut(a);
+  await b.waitForURL(/\/login/, { timeout: 5000 }).catch(() => {});
+  check("signing out in A signs out B", /\/login\?.*why=elsewhere/.test(b.url()), b.url());
+  check("B says why", (await b.locator("main").innerText()).includes("You signed out in another tab"));
+  await b.close();
+
+  // a wrong password, keyboard only: the alert takes the focus
+  await a.goto(`${ORIGIN}/login`);
+  await a.keyboard.press("Tab"); // skip link
+  for (let i = 0; i < 8 && (await focused(a)) !== "input#identifier"; i++) await a.keyboard.press("Tab");
+  check("keyboard: Tab reaches the identifier", (await focused(a)) === "input#identifier");
+  await a.keyboard.type(user.email);
+  await a.keyboard.press("Tab");
+  await a.keyboard.type("wrong password");
+  await a.keyboard.press("Enter");
+  await a.locator("[data-alert]").first().waitFor();
+  check("401: the alert says so and takes the focus", (await focused(a)) === "div[data-alert]", await a.locator("[data-alert]").first().innerText());
+  await shot(a, "09-login-error-360.png");
+
+  // sign in with the code of the next step (the one used to confirm cannot be replayed)
+  await a.getByLabel("Email or username").fill(user.email);
+  await a.getByLabel("Password").fill(user.password);
+  await a.getByRole("button", { name: "Sign in", exact: true }).click();
+  await a.waitForURL(/\/login\/second-factor/);
+  await shot(a, "10-second-step-360.png");
+  await a.getByLabel("Code from your authenticator app").fill(totp(secret, 1));
+  await a.getByRole("button", { name: "Continue" }).click();
+  await a.waitForURL(/\/settings$/);
+  check("signed in with a TOTP code", (await heading(a)) === "Profile");
+
+  // passkeys: a virtual authenticator stands in for the device
+  const cdp = await context.newCDPSession(a);
+  await cdp.send("WebAuthn.enable", { enableUI: false });
+  await cdp.send("WebAuthn.addVirtualAuthenticator", {
+    options: { protocol: "ctap2", transport: "internal", hasResidentKey: true, hasUserVerification: true, isUserVerified: true, automaticPresenceSimulation: true },
+  });
+  await a.getByRole("link", { name: "Two-step sign-in & passkeys" }).click();
+  await a.getByLabel("Name (optional)").fill("Virtual authenticator");
+  await a.getByRole("button", { name: "Add a passkey" }).click();
+  await a.getByText("Passkey “Virtual authenticator” added").waitFor();
+  check("passkey added", (await a.locator(".item__title").allInnerTexts()).includes("Virtual authenticator"));
+  await shot(a, "11-security-360.png");
+
+  // sign out, then in with the username and a recovery code
+  await signOut(a);
+  await a.getByLabel("Email or username").fill(user.username);
+  await a.getByLabel("Password").fill(user.password);
+  await a.getByRole("button", { name: "Sign in", exact: true }).click();
+  await a.waitForURL(/\/login\/second-factor/);
+  await a.getByLabel("Recovery code", { exact: true }).check();
+  await a.locator("#recovery-code").waitFor();
+  await a.locator("#recovery-code").fill(codes[0]);
+  await a.getByRole("button", { name: "Continue" }).click();
+  await a.waitForURL(/\/settings$/);
+  check("signed in with the username and a recovery code", (await heading(a)) === "Profile");
+
+  // passwordless
+  await signOut(a);
+  await a.getByRole("button", { name: "Sign in with a passkey" }).click();
+  await a.waitForURL(/\/settings$/);
+  check("signed in with a passkey, no password", (await heading(a)) === "Profile");
+
+  // password reset by mail, then the second step by passkey
+  await signOut(a);
+  await a.getByRole("link", { name: "Forgot your password?" }).click();
+  await a.waitForURL(/\/forgot-password$/);
+  await a.getByLabel("Email", { exact: true }).fill(user.email);
+  await a.getByRole("button", { name: "Send the link" }).click();
+  await a.getByText("is on its way").waitFor();
+  const reset = await mailedLink(user.email, "reset-password");
+  await a.goto(reset);
+  await a.locator("#new-password").waitFor();
+  check("reset-password: the token left the address bar", !a.url().includes("token="), a.url());
+  user.password = "An0ther-Horse-Battery";
+  await a.getByLabel("New password", { exact: true }).fill(user.password);
+  await a.getByRole("button", { name: "Set the password" }).click();
+  await a.getByText("Your password is changed").waitFor();
+  await a.getByRole("link", { name: "Sign in with the new password" }).click();
+  await a.getByLabel("Email or username").fill(user.email);
+  await a.getByLabel("Password").fill(user.password);
+  await a.getByRole("button", { name: "Sign in", exact: true }).click();
+  await a.waitForURL(/\/login\/second-factor/);
+  await a.getByLabel("Passkey", { exact: true }).check();
+  await a.getByRole("button", { name: "Use a passkey" }).click();
+  await a.waitForURL(/\/settings$/);
+  check("new password, second step by passkey", (await heading(a)) === "Profile");
+
+  // profile: a new username
+  await a.getByRole("link", { name: "Profile" }).click();
+  await a.getByText("Member since").waitFor();
+  user.username = `bea${suffix}`;
+  await a.locator("#username").fill(user.username);
+  await a.getByRole("button", { name: "Save" }).click();
+  await a.getByText("Username saved.").waitFor();
+  check("username changed, the header follows", (await a.locator(".site-nav").innerText()).includes(user.username));
+
+  // email change: a link to the new address
+  await a.getByRole("link", { name: "Email", exact: true }).click();
+  await a.waitForURL(/\/settings\/email$/);
+  const newEmail = `bea${suffix}@example.org`;
+  await a.getByLabel("New email").fill(newEmail);
+  await a.getByLabel("Your password").fill(user.password);
+  await a.getByRole("button", { name: "Send the link" }).click();
+  await a.getByText(`We sent a link to ${newEmail}`).waitFor();
+  await a.goto(await mailedLink(newEmail, "verify-email"));
+  await a.getByText(`${newEmail} is confirmed`).waitFor();
+  user.email = newEmail;
+  check("email changed through the link", true);
+
+  // another device: ended from here, it is sent to the sign-in page and told why
+  const other = await browser.newContext({ viewport: { width: 360, height: 780 } });
+  const c = watch(await other.newPage(), "C");
+  await c.goto(`${ORIGIN}/login`);
+  await c.getByLabel("Email or username").fill(user.username);
+  await c.getByLabel("Password").fill(user.password);
+  await c.getByRole("button", { name: "Sign in", exact: true }).click();
+  await c.waitForURL(/\/login\/second-factor/);
+  await c.getByLabel("Recovery code", { exact: true }).check();
+  await c.locator("#recovery-code").fill(codes[1]);
+  await c.getByRole("button", { name: "Continue" }).click();
+  await c.waitForURL(/\/settings$/);
+  await a.goto(`${ORIGIN}/settings/sessions`);
+  await a.getByText("this device").waitFor();
+  check("two sessions listed", (await a.locator(".item-list > li").count()) === 2);
+  await a.getByRole("button", { name: /^End the session/ }).filter({ hasNotText: "Sign out" }).click();
+  await a.getByText("has ended").waitFor();
+  check("the other session ended", (await a.locator(".item-list > li").count()) === 1);
+  await c.getByRole("link", { name: "History" }).click();
+  await c.waitForURL(/\/login\?.*why=ended/);
+  check("the ended device is told its session ended", (await c.locator("main").innerText()).includes("Your session has ended"));
+  await other.close();
+
+  // password change: this session goes on
+  await a.getByRole("link", { name: "Password" }).click();
+  await a.waitForURL(/\/settings\/password$/);
+  await a.getByLabel("Current password").fill(user.password);
+  user.password = "Thr1rd-Horse-Battery";
+  await a.getByLabel("New password", { exact: true }).fill(user.password);
+  await a.getByRole("button", { name: "Change the password" }).click();
+  await a.getByText("Password changed.").waitFor();
+  check("password changed, still signed in", (await heading(a)) === "Password");
+
+  // a wider screen, for the record
+  await a.setViewportSize({ width: 1280, height: 900 });
+  await a.getByRole("link", { name: "Two-step sign-in & passkeys" }).click();
+  await a.locator("img.qr, #passkeys-title").first().waitFor();
+  await shot(a, "12-security-1280.png");
+  await a.setViewportSize({ width: 360, height: 780 });
+
+  // delete the account
+  await a.getByRole("link", { name: "Delete account" }).click();
+  await a.waitForURL(/\/settings\/delete$/);
+  await a.getByLabel("Your password").fill(user.password);
+  await a.getByRole("button", { name: "Delete my account" }).click();
+  await a.waitForURL(/\/login\?deleted=1/);
+  check("account deleted, signed out", (await a.locator("main").innerText()).includes("Your account is deleted"));
+
+  const overflow = await a.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);
+  check("no horizontal scrolling at 360 px", !overflow);
+  check("no CSP violation, page error or unexpected console error", problems.length === 0, problems.join(" | "));
+} catch (error) {
+  failed++;
+  console.error(error && error.stack ? error.stack : String(error));
+  await shot(a, "failure.png").catch(() => {});
+  console.error(`--- API output (last 3000 chars) ---\n${apiOut.slice(-3000)}`);
+}
+clearTimeout(timer);
+console.log(`${results.filter((r) => r.startsWith("ok")).length} passed, ${failed} failed`);
+await stop(failed ? 1 : 0);
