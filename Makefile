@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install spa dev run test test-system test-soak lint migrate bench
+.PHONY: install spa dev run test test-system test-soak test-spa lint migrate bench
 
 install: $(VENV)/.installed
 
@@ -22,13 +22,15 @@ $(VENV)/.installed: pyproject.toml
 migrate: install .env
 	$(BIN)/python manage.py migrate
 
-# The web app (frontend/): `npm ci` once, `npm run build` when its sources are newer than the build.
+# The web app (frontend/): `npm install --no-save` once (it installs what package-lock.json pins and
+# changes nothing; `npm ci` refuses the lock because Vite's Windows-only optional dependency is missing
+# from the registry), `npm run build` when its sources are newer than the build.
 # Without Node.js the API is served alone, and / says how to get the web app.
 spa:
 	@if [ ! -f frontend/package.json ]; then exit 0; fi; \
 	if ! command -v npm >/dev/null 2>&1; then \
 	  echo "Node.js not found: serving the API only (install Node.js 20+ and npm for the web app)"; exit 0; fi; \
-	[ -d frontend/node_modules ] || (cd frontend && npm ci --no-audit --no-fund); \
+	[ -d frontend/node_modules ] || (cd frontend && npm install --no-audit --no-fund --no-save); \
 	if [ ! -f frontend/dist/index.html ] || [ -n "$$(find frontend/src frontend/index.html frontend/package.json \
 	    -newer frontend/dist/index.html 2>/dev/null | head -n1)" ]; then (cd frontend && npm run build); fi
 
@@ -53,6 +55,15 @@ test-system: install
 # lost, worker memory flat. -s: its counts and memory samples are printed as it goes.
 test-soak: install
 	$(BIN)/python -m pytest tests/soak -m soak -s
+
+# The web app (frontend/): install, regenerate the API client from the OpenAPI document (it must match
+# the committed src/api/schema.d.ts: a contract change shows in review), the type check (vue-tsc:
+# src/api/contract.ts holds request bodies as users write them), the build, and the browser suite in
+# Debian's Chromium against a live API on a new SQLite file, or on E2E_DATABASE_URL (a fresh
+# PostgreSQL database). Needs Node 20.19+ and chromium.
+test-spa: install
+	cd frontend && npm install --no-audit --no-fund --no-save && npm run gen:api \
+	  && git diff --exit-code -- src/api/schema.d.ts && npm run typecheck && npm run build && npm run e2e
 
 lint: install
 	$(BIN)/ruff check .

@@ -9,7 +9,7 @@ if ! command -v npm >/dev/null 2>&1; then
   echo "make dev needs Node.js 20+ and npm (apt-get install nodejs npm, or nodejs.org)" >&2
   exit 1
 fi
-[ -d frontend/node_modules ] || (cd frontend && npm ci --no-audit --no-fund)
+[ -d frontend/node_modules ] || (cd frontend && npm install --no-audit --no-fund --no-save)
 FRONTEND_URL=http://localhost:5173 "$python" -m uvicorn app:app --host "$host" --port "$port" --reload &
 api=$!
 trap 'kill "$api" 2>/dev/null || true' EXIT INT TERM

@@ -46,7 +46,8 @@ const apiEnv = {
   ...process.env,
   DEBUG: "true",
   SECRET_KEY: randomBytes(32).toString("hex"),
-  DATABASE_URL: `sqlite://${join(work, "db.sqlite3")}`,
+  // E2E_DATABASE_URL: a fresh PostgreSQL database (.ci/run makes one); else a new SQLite file
+  DATABASE_URL: process.env.E2E_DATABASE_URL || `sqlite://${join(work, "db.sqlite3")}`,
   EMAIL_BACKEND: "console",
   FRONTEND_URL: ORIGIN,
   CORS_ALLOWED_ORIGINS: ORIGIN,

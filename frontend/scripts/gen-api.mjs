@@ -40,13 +40,12 @@ if (process.env.OPENAPI_URL) {
   });
 }
 
-// --default-non-nullable false: pydantic writes `"default": null` on every optional request field
-// (LoginIn.email, LoginIn.username, ...); openapi-typescript 7 would otherwise make such fields
-// required, so `{ email, password }` would not type-check as a login body.
-// --empty-objects-unknown: `credential` and `passkey` are `{"type": "object"}` with no properties,
-// which would become Record<string, never> and refuse a PublicKeyCredential's JSON.
-const FLAGS = ["--default-non-nullable", "false", "--empty-objects-unknown"];
-
+// The document leaves `"default": null` off optional request fields, so `{ email, password }` and
+// `{ username, password }` both type-check as a login body, and says a passkey credential is an
+// object with any members (apps/core/openapi.py, apps/user/schemas.py). --default-non-nullable false
+// keeps fields that responses fill with a default (Problem.errors, detail) optional here, as the
+// app builds such objects itself (src/api/problem.ts).
+const FLAGS = ["--default-non-nullable", "false"];
 const dir = mkdtempSync(join(tmpdir(), "openapi-"));
 try {
   const input = join(dir, "openapi.json");

@@ -125,7 +125,8 @@ async def test_cors_allows_only_listed_origins(client):
     ok = await client.options("/user/login", headers={"Origin": "http://localhost:5173", **preflight})
     assert ok.status_code == 200
     assert ok.headers["access-control-allow-origin"] == "http://localhost:5173"
-    assert "access-control-allow-credentials" not in ok.headers
+    # credentialed for the listed origins: the cookie transport's refresh (apps/user/transport.py)
+    assert ok.headers["access-control-allow-credentials"] == "true"
     bad = await client.options("/user/login", headers={"Origin": "https://evil.example.com", **preflight})
     assert_problem(bad, 400, "cors_rejected")
     assert "access-control-allow-origin" not in bad.headers

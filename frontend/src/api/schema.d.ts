@@ -739,15 +739,11 @@ export interface components {
         };
         /** AccountDeleteIn */
         AccountDeleteIn: {
-            /**
-             * Passkey
-             * @default null
-             */
-            passkey?: Record<string, unknown> | null;
-            /**
-             * Password
-             * @default null
-             */
+            /** Passkey */
+            passkey?: {
+                [key: string]: unknown;
+            } | null;
+            /** Password */
             password?: string | null;
         };
         /** AdminEventOut */
@@ -811,20 +807,13 @@ export interface components {
         };
         /** AdminUserUpdateIn */
         AdminUserUpdateIn: {
-            /**
-             * Is Active
-             * @default null
-             */
+            /** Is Active */
             is_active?: boolean | null;
-            /**
-             * Is Staff
-             * @default null
-             */
+            /** Is Staff */
             is_staff?: boolean | null;
             /**
              * Is Superuser
              * @description Only a superuser may change it
-             * @default null
              */
             is_superuser?: boolean | null;
         };
@@ -875,15 +864,11 @@ export interface components {
         };
         /** EmailChangeIn */
         EmailChangeIn: {
-            /**
-             * Passkey
-             * @default null
-             */
-            passkey?: Record<string, unknown> | null;
-            /**
-             * Password
-             * @default null
-             */
+            /** Passkey */
+            passkey?: {
+                [key: string]: unknown;
+            } | null;
+            /** Password */
             password?: string | null;
             /**
              * Email
@@ -957,15 +942,9 @@ export interface components {
         };
         /** LoginIn */
         LoginIn: {
-            /**
-             * Email
-             * @default null
-             */
+            /** Email */
             email?: string | null;
-            /**
-             * Username
-             * @default null
-             */
+            /** Username */
             username?: string | null;
             /** Password */
             password: string;
@@ -1008,7 +987,9 @@ export interface components {
              * Credential
              * @description The answer of navigator.credentials.create(), as JSON
              */
-            credential: Record<string, unknown>;
+            credential: {
+                [key: string]: unknown;
+            };
             /**
              * Name
              * @description Shown in the list
@@ -1018,15 +999,11 @@ export interface components {
         };
         /** PasskeyDeleteIn */
         PasskeyDeleteIn: {
-            /**
-             * Passkey
-             * @default null
-             */
-            passkey?: Record<string, unknown> | null;
-            /**
-             * Password
-             * @default null
-             */
+            /** Passkey */
+            passkey?: {
+                [key: string]: unknown;
+            } | null;
+            /** Password */
             password?: string | null;
         };
         /** PasskeyList */
@@ -1037,17 +1014,16 @@ export interface components {
              * Credential
              * @description The answer of navigator.credentials.get(), as JSON
              */
-            credential: Record<string, unknown>;
+            credential: {
+                [key: string]: unknown;
+            };
         };
         /**
          * PasskeyLoginOptionsIn
          * @description No mfa_token (or no body): a passwordless login. An mfa_token: the second factor of that login.
          */
         PasskeyLoginOptionsIn: {
-            /**
-             * Mfa Token
-             * @default null
-             */
+            /** Mfa Token */
             mfa_token?: string | null;
         };
         /** PasskeyOut */
@@ -1074,15 +1050,11 @@ export interface components {
         };
         /** PasswordAndCodeIn */
         PasswordAndCodeIn: {
-            /**
-             * Passkey
-             * @default null
-             */
-            passkey?: Record<string, unknown> | null;
-            /**
-             * Password
-             * @default null
-             */
+            /** Passkey */
+            passkey?: {
+                [key: string]: unknown;
+            } | null;
+            /** Password */
             password?: string | null;
             /** Code */
             code: string;
@@ -1099,15 +1071,11 @@ export interface components {
         };
         /** PasswordIn */
         PasswordIn: {
-            /**
-             * Passkey
-             * @default null
-             */
-            passkey?: Record<string, unknown> | null;
-            /**
-             * Password
-             * @default null
-             */
+            /** Passkey */
+            passkey?: {
+                [key: string]: unknown;
+            } | null;
+            /** Password */
             password?: string | null;
         };
         /** PasswordResetConfirmIn */
@@ -1152,10 +1120,7 @@ export interface components {
         };
         /** ProfileUpdateIn */
         ProfileUpdateIn: {
-            /**
-             * Username
-             * @default null
-             */
+            /** Username */
             username?: string | null;
         };
         /** RSAPublicJWK */
@@ -1242,21 +1207,14 @@ export interface components {
         SecondFactorIn: {
             /** Mfa Token */
             mfa_token: string;
-            /**
-             * Code
-             * @default null
-             */
+            /** Code */
             code?: string | null;
-            /**
-             * Recovery Code
-             * @default null
-             */
+            /** Recovery Code */
             recovery_code?: string | null;
-            /**
-             * Passkey
-             * @default null
-             */
-            passkey?: Record<string, unknown> | null;
+            /** Passkey */
+            passkey?: {
+                [key: string]: unknown;
+            } | null;
         };
         /**
          * SecondFactorRequiredOut
