@@ -32,6 +32,7 @@ database answers, and until then no cache is trusted (`UnknownDatabase`).
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import fcntl
@@ -298,7 +299,7 @@ async def local_carrier() -> LocalEpoch | ProcessEpoch:
 # --- across hosts ---------------------------------------------------------------------------------
 
 
-class CrossHostListener:
+class CrossHostListener(abc.ABC):
     """A connection of its own that hears every other host's revocations; reconnects by itself.
 
     `synced` is True only while connected, listening and caught up. Subclasses say how to connect,
@@ -330,13 +331,15 @@ class CrossHostListener:
 
     async def announce(self, connection: Any, message: str) -> None:
         """Inside the transaction that ends sessions (PostgreSQL: the NOTIFY commits with it)."""
+        return  # a carrier that publishes after the commit has nothing to add to the transaction
 
     async def publish(self, message: str) -> None:
         """After the commit (Redis)."""
+        return  # a carrier whose notice rode the commit has nothing left to send
 
+    @abc.abstractmethod
     async def _session(self) -> None:
         """Connect, listen, call self._in_sync(), then serve until the connection fails (raise)."""
-        raise NotImplementedError
 
     def _in_sync(self) -> None:
         # Listening already: whatever was missed before is covered by forgetting everything now.
