@@ -9,6 +9,7 @@
 import { spawn } from "node:child_process";
 import { createHmac, randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import http from "node:http";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -33,6 +34,7 @@ function check(name, condition, detail = "") {
   results.push(`${condition ? "ok  " : "FAIL"} ${name}${detail ? `: ${detail}` : ""}`);
   console.log(results.at(-1));
   if (!condition) failed++;
+  observe(name); // after every step: what the browser holds now, for the leak check at the end
 }
 
 // --- the API -----------------------------------------------------------------------------------
@@ -76,9 +78,11 @@ api.stderr.on("data", (chunk) => (apiOut += chunk));
 
 let browser;
 let web;
+let elsewhere;
 async function stop(code) {
   await browser?.close().catch(() => {});
   web?.close();
+  elsewhere?.close();
   api.kill("SIGTERM");
   rmSync(work, { recursive: true, force: true });
   process.exit(code);
@@ -98,6 +102,44 @@ for (let i = 0; ; i++) {
   await new Promise((r) => setTimeout(r, 200));
 }
 web = await serve({ port: WEB_PORT, api: `http://127.0.0.1:${API_PORT}` });
+
+// What reached the refresh route, as the server saw it (serve.mjs runs in this process): the Origin,
+// whether the refresh cookie came along, and the status answered. The browser's side is not enough:
+// a request whose answer the browser hides from a page (CORS) may still have spent the token.
+const REFRESH_URL = `${ORIGIN}/user/refresh-token`;
+const refreshLog = [];
+web.on("request", (request, response) => {
+  if (new URL(request.url, "http://x").pathname !== "/user/refresh-token") return;
+  const entry = {
+    method: request.method,
+    origin: request.headers.origin ?? "",
+    cookie: /(?:^|;\s*)(?:__Secure-)?refresh_token=/.test(request.headers.cookie ?? ""),
+    status: 0,
+  };
+  refreshLog.push(entry);
+  response.on("finish", () => (entry.status = response.statusCode));
+});
+
+// Another site's pages, on a free port, reached under two names: http://127.0.0.1:<port> is
+// cross-site with the app on http://localhost (a site is the scheme and the registrable domain, or
+// the IP address), so SameSite=Strict keeps the cookie off its requests; http://localhost:<port> is
+// the same site on another origin (ports separate neither sites nor cookies), which the browser does
+// send the cookie from, as it would from a sibling subdomain: there only the service's own checks
+// (the X-Token-Transport header, the Origin, CORS) stand. /form auto-submits a form to the refresh
+// route (text/plain: its name and value make the body the JSON object {"x":"="}); /blank is empty.
+elsewhere = http.createServer((request, response) => {
+  const url = new URL(request.url, "http://x");
+  const enctype = url.searchParams.get("enctype") ?? "application/x-www-form-urlencoded";
+  const field = enctype === "text/plain" ? `<input type="hidden" name='{"x":"' value='"}'>` : '<input type="hidden" name="x" value="1">';
+  response.writeHead(200, { "Content-Type": "text/html; charset=utf-8" });
+  response.end(
+    url.pathname === "/form"
+      ? `<!doctype html><title>elsewhere</title><form method="post" action="${REFRESH_URL}" enctype="${enctype}">${field}</form><script>document.forms[0].submit()</script>`
+      : "<!doctype html><title>elsewhere</title>",
+  );
+});
+await new Promise((ok) => elsewhere.listen(0, "127.0.0.1", ok));
+const ELSEWHERE_PORT = elsewhere.address().port;
 
 /** The newest link of a kind mailed to `to`, from the console backend's output. */
 async function mailedLink(to, kind) {
@@ -143,7 +185,89 @@ browser = await chromium.launch({
   ],
   timeout: 20_000,
 });
-const context = await browser.newContext({ viewport: { width: 360, height: 780 }, deviceScaleFactor: 1 });
+
+// The leak check: every refresh token the browser was ever given (the Set-Cookie headers of every
+// response, rotations included) or held (its cookie jar, sampled after every step and every token
+// answer), against every response body the pages received and every state of localStorage,
+// sessionStorage and document.cookie of the app's pages (after every step and every token answer).
+const REFRESH_COOKIE = /^(?:__Secure-)?refresh_token$/;
+const TOKEN_PATHS = /^\/user\/(refresh-token|register|login|login\/mfa|login\/passkey)$/; // the routes that answer tokens
+const leak = { tokens: new Set(), bodies: [], unread: [], snapshots: [], tokenAnswers: 0 };
+const contexts = new Set();
+const pending = new Set();
+/** Run `work` in the background; settle() waits for all of it (nothing here may hang the run). */
+function later(work) {
+  const done = Promise.race([work, new Promise((r) => setTimeout(r, 5000))])
+    .catch(() => {})
+    .finally(() => pending.delete(done));
+  pending.add(done);
+}
+async function settle() {
+  while (pending.size) await Promise.all([...pending]);
+}
+async function refreshCookies(ctx) {
+  const all = await ctx.cookies().catch(() => []);
+  return all.filter((c) => REFRESH_COOKIE.test(c.name)).map((c) => c.value);
+}
+async function snapshot(page, label) {
+  if (page.isClosed() || !page.url().startsWith(ORIGIN)) return;
+  const text = await page
+    .evaluate(() => JSON.stringify({ ...localStorage }) + JSON.stringify({ ...sessionStorage }) + document.cookie)
+    .catch(() => null);
+  if (text !== null) leak.snapshots.push({ label, text });
+}
+function observe(label) {
+  for (const ctx of contexts) {
+    later(refreshCookies(ctx).then((values) => values.forEach((v) => v && leak.tokens.add(v))));
+    for (const page of ctx.pages()) later(snapshot(page, label));
+  }
+}
+function record(ctx) {
+  contexts.add(ctx);
+  ctx.on("close", () => contexts.delete(ctx));
+  ctx.on("response", (response) =>
+    later(
+      (async () => {
+        let tokenAnswer = TOKEN_PATHS.test(new URL(response.url()).pathname);
+        for (const header of await response.headerValues("set-cookie").catch(() => [])) {
+          for (const line of header.split("\n")) {
+            const [, name, value] = line.match(/^\s*([^=;\s]+)=([^;]*)/) ?? [];
+            if (!REFRESH_COOKIE.test(name ?? "")) continue;
+            tokenAnswer = true;
+            if (value.replace(/"/g, "")) leak.tokens.add(value.replace(/"/g, ""));
+          }
+        }
+        const status = response.status();
+        if (status < 300 || status >= 400) {
+          try {
+            leak.bodies.push({ url: response.url(), text: await response.text() });
+          } catch (error) {
+            if (new URL(response.url()).pathname.startsWith("/user/") && status !== 204) {
+              leak.unread.push(`${status} ${response.url()} (${error.message.split("\n")[0]})`);
+            }
+          }
+        }
+        if (tokenAnswer) {
+          // a refresh (or a sign-in): what the page keeps once it has handled the answer
+          leak.tokenAnswers++;
+          await new Promise((r) => setTimeout(r, 300));
+          observe(`after ${new URL(response.url()).pathname}`);
+        }
+      })(),
+    ),
+  );
+  return ctx;
+}
+function leaks() {
+  const found = [];
+  for (const token of leak.tokens) {
+    for (const body of leak.bodies) if (body.text.includes(token)) found.push(`in the body of ${body.url}`);
+    for (const state of leak.snapshots) if (state.text.includes(token)) found.push(`in the storage (${state.label})`);
+  }
+  return [...new Set(found)];
+}
+
+const context = record(await browser.newContext({ viewport: { width: 360, height: 780 }, deviceScaleFactor: 1 }));
 const problems = [];
 const refreshes = [];
 function watch(page, name) {
@@ -225,6 +349,91 @@ try {
   await a.goto(`${ORIGIN}/settings`);
   await a.getByText("Member since").waitFor();
 
+  // Cross-site requests cannot spend the refresh cookie (issue 11, point 6). The cookie is HttpOnly,
+  // SameSite=Strict and scoped to /user/refresh-token, and the route spends it only for a request that
+  // carries `X-Token-Transport: cookie` (a form cannot set a header; a script needs a CORS preflight)
+  // from the service's own or an allowed Origin. Another site's page, with this signed-in context,
+  // auto-submits forms to the route and calls it with fetch. Each attempt must be refused by the
+  // server (its own log: a request the browser sent but hid the answer of may have spent the token),
+  // leave the browser's cookie as it was (a form's navigation would store a rotated one), and leave the
+  // session alive (checked by the page's own refresh afterwards). From 127.0.0.1 (cross-site) the form
+  // must also arrive without the cookie: that is SameSite=Strict at work. From localhost:<other port>
+  // (same site) it arrives with the cookie, which proves the route does not take a cookie without
+  // the header. A fetch with the header and credentials must be stopped by CORS (its preflight is
+  // refused: the fetch rejects) or, had it got through, by the Origin check (403).
+  const cookieNow = async () => (await refreshCookies(context))[0];
+  const held = await cookieNow();
+  check("signed in: the browser holds the refresh cookie", Boolean(held));
+  const intruder = await context.newPage();
+  intruder.setDefaultTimeout(10_000);
+  for (const [site, from] of [
+    ["cross-site", `http://127.0.0.1:${ELSEWHERE_PORT}`],
+    ["same-site, other origin", `http://localhost:${ELSEWHERE_PORT}`],
+  ]) {
+    for (const enctype of ["text/plain", "application/x-www-form-urlencoded"]) {
+      const before = await cookieNow();
+      const logged = refreshLog.length;
+      const [answer] = await Promise.all([
+        intruder.waitForResponse((r) => r.url() === REFRESH_URL && r.request().method() === "POST"),
+        intruder.goto(`${from}/form?enctype=${encodeURIComponent(enctype)}`, { waitUntil: "commit" }),
+      ]);
+      await answer.finished();
+      await settle(); // its body read for the leak check before the next navigation drops it
+      const posts = refreshLog.slice(logged).filter((e) => e.method === "POST" && e.origin === from);
+      const withCookie = posts.some((e) => e.cookie);
+      const unchanged = (await cookieNow()) === before;
+      check(
+        `${site} form post (${enctype}) to the refresh route: refused, cookie unchanged`,
+        answer.status() !== 200 &&
+          posts.length === 1 &&
+          posts.every((e) => e.status !== 200) &&
+          unchanged &&
+          withCookie === (site !== "cross-site"),
+        `HTTP ${answer.status()}, the cookie ${withCookie ? "sent" : "not sent"}, ${unchanged ? "unchanged" : "CHANGED"}`,
+      );
+    }
+    await intruder.goto(`${from}/blank`);
+    const before = await cookieNow();
+    const logged = refreshLog.length;
+    const outcome = await intruder.evaluate(async (url) => {
+      try {
+        const response = await fetch(url, {
+          method: "POST",
+          credentials: "include",
+          headers: { "X-Token-Transport": "cookie", "Content-Type": "application/json" },
+          body: "{}",
+        });
+        return `HTTP ${response.status}`;
+      } catch (error) {
+        return `rejected (${error})`;
+      }
+    }, REFRESH_URL);
+    await settle(); // an answer, if any, read before the page moves on
+    const reached = refreshLog.slice(logged);
+    const posts = reached.filter((e) => e.method === "POST" && e.origin === from);
+    const preflight = reached.find((e) => e.method === "OPTIONS" && e.origin === from);
+    const unchanged = (await cookieNow()) === before;
+    check(
+      `${site} fetch with credentials and the transport header: blocked, cookie unchanged`,
+      (outcome.startsWith("rejected") || outcome === "HTTP 403") && posts.every((e) => e.status !== 200) && unchanged,
+      `${outcome}, preflight ${preflight ? `HTTP ${preflight.status}` : "none"}, ${posts.length} POST(s) reached the API, ${unchanged ? "unchanged" : "CHANGED"}`,
+    );
+  }
+  await intruder.close();
+  {
+    const before = await cookieNow();
+    const logged = refreshLog.length;
+    await a.reload();
+    await a.getByText("Member since").waitFor();
+    const own = refreshLog.slice(logged).filter((e) => e.method === "POST" && e.origin === ORIGIN);
+    const now = await cookieNow();
+    check(
+      "after those attempts the session lives: the page's own refresh succeeds and rotates the cookie",
+      (await heading(a)) === "Profile" && own.some((e) => e.status === 200) && Boolean(now) && now !== before,
+      own.map((e) => `HTTP ${e.status}`).join(", "),
+    );
+  }
+
   // two tabs: the second finds the session through the cookie; both reloaded at once share one refresh
   const b = watch(await context.newPage(), "B");
   await b.goto(`${ORIGIN}/settings/sessions`);
@@ -284,6 +493,7 @@ try {
   await b.waitForURL(/\/login/, { timeout: 5000 }).catch(() => {});
   check("signing out in A signs out B", /\/login\?.*why=elsewhere/.test(b.url()), b.url());
   check("B says why", (await b.locator("main").innerText()).includes("You signed out in another tab"));
+  await settle(); // B's answers read before it goes
   await b.close();
 
   // a wrong password, keyboard only: the alert takes the focus
@@ -390,7 +600,7 @@ try {
   check("email changed through the link", true);
 
   // another device: ended from here, it is sent to the sign-in page and told why
-  const other = await browser.newContext({ viewport: { width: 360, height: 780 } });
+  const other = record(await browser.newContext({ viewport: { width: 360, height: 780 } }));
   const c = watch(await other.newPage(), "C");
   await c.goto(`${ORIGIN}/login`);
   await c.getByLabel("Email or username").fill(user.username);
@@ -406,10 +616,13 @@ try {
   check("two sessions listed", (await a.locator(".item-list > li").count()) === 2);
   await a.getByRole("button", { name: /^End the session/ }).filter({ hasNotText: "Sign out" }).click();
   await a.getByText("has ended").waitFor();
+  // the page says so before it reloads the list: wait for the list to follow
+  await a.locator(".item-list > li").nth(1).waitFor({ state: "detached", timeout: 5000 }).catch(() => {});
   check("the other session ended", (await a.locator(".item-list > li").count()) === 1);
   await c.getByRole("link", { name: "History" }).click();
   await c.waitForURL(/\/login\?.*why=ended/);
   check("the ended device is told its session ended", (await c.locator("main").innerText()).includes("Your session has ended"));
+  await settle(); // C's cookie jar and answers read before it goes
   await other.close();
 
   // password change: this session goes on
@@ -445,6 +658,26 @@ try {
   console.error(error && error.stack ? error.stack : String(error));
   await shot(a, "failure.png").catch(() => {});
   console.error(`--- API output (last 3000 chars) ---\n${apiOut.slice(-3000)}`);
+}
+// The leak check, also after a failed run: every body and storage state against every token, so a
+// token that showed anywhere at any step, even one rotated away since, is found.
+try {
+  observe("the end");
+  await settle();
+  const found = leaks();
+  check(
+    "no refresh token the browser ever held appears in a response body, localStorage, sessionStorage or document.cookie",
+    found.length === 0 && leak.unread.length === 0 && leak.tokens.size >= 5 && leak.tokenAnswers >= 5,
+    found.length || leak.unread.length
+      ? [...found, ...leak.unread.map((u) => `unread: ${u}`)]
+          .map((line, i, all) => (i < 6 ? line : i === 6 ? `and ${all.length - 6} more` : ""))
+          .filter(Boolean)
+          .join(" | ")
+      : `${leak.tokens.size} tokens, ${leak.bodies.length} bodies, ${leak.snapshots.length} storage states, ${leak.tokenAnswers} token answers`,
+  );
+} catch (error) {
+  failed++;
+  console.error(error && error.stack ? error.stack : String(error));
 }
 clearTimeout(timer);
 console.log(`${results.filter((r) => r.startsWith("ok")).length} passed, ${failed} failed`);
