@@ -403,6 +403,7 @@ try {
           headers: { "X-Token-Transport": "cookie", "Content-Type": "application/json" },
           body: "{}",
         });
+        await response.text(); // read, as an attacker would (and so the leak check can read it too)
         return `HTTP ${response.status}`;
       } catch (error) {
         return `rejected (${error})`;
