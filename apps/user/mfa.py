@@ -191,16 +191,10 @@ async def disable_totp(user: User, confirmation: accounts.Confirmation, code: st
     if not await totp_enabled(user.id):
         raise MfaNotEnabled()
     await _check_code_or_recovery_code(user, code)
-    await _remove_totp(user.id, client)
-
-
-async def _remove_totp(user_id: int, client: Client | None, actor_id: int | None = None) -> bool:
     async with in_transaction():
-        removed = await TOTPDevice.filter(user_id=user_id).delete()
-        await RecoveryCode.filter(user_id=user_id).delete()
-        if removed:
-            await events.record(events.MFA_DISABLED, user_id, client, actor_id=actor_id)
-    return bool(removed)
+        if await TOTPDevice.filter(user_id=user.id).delete():  # a concurrent disable may have won
+            await RecoveryCode.filter(user_id=user.id).delete()
+            await events.record(events.MFA_DISABLED, user.id, client)
 
 
 async def remove_every_factor(user_id: int, client: Client | None, *, actor_id: int | None) -> int:
