@@ -57,16 +57,46 @@ ERROR_TEXT = {
 }
 
 
+Models = type[BaseModel] | tuple[type[BaseModel], ...]
+
+# The header a client chooses the cookie transport with (apps/user/transport.py), declared on every
+# route that answers tokens so that a generated client can send it.
+TOKEN_TRANSPORT_PARAMETER = {
+    "name": "X-Token-Transport",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "enum": ["cookie"]},
+    "description": "`cookie`: browsers. The refresh token is set as an HttpOnly cookie "
+    "(`__Secure-refresh_token`, Path=/user/refresh-token) and left out of the body; absent: bearer "
+    "transport, both tokens in the body.",
+}
+
+
 @dataclass
 class Operation:
+    """`body` and `response` may be a tuple: any one of those models (`anyOf`)."""
+
     summary: str
-    body: type[BaseModel] | None = None
+    body: Models | None = None
+    body_required: bool = True
     query: type[BaseModel] | None = None
-    response: type[BaseModel] | None = None
+    response: Models | None = None
     status: int = 200
     errors: tuple[int, ...] = ()
     tags: tuple[str, ...] = ()
     headers: dict[str, str] = field(default_factory=dict)
+    token_transport: bool = False  # answers tokens, in the bearer or the cookie transport
+
+
+def _models(declared: Models | None) -> tuple[type[BaseModel], ...]:
+    if declared is None:
+        return ()
+    return declared if isinstance(declared, tuple) else (declared,)
+
+
+def _schema_of(declared: Models) -> dict:
+    refs = [{"$ref": REF.format(model=model.__name__)} for model in _models(declared)]
+    return refs[0] if len(refs) == 1 else {"anyOf": refs}
 
 
 def operation(summary: str, **details: Any) -> Callable:
@@ -100,10 +130,8 @@ def openapi_schema(routes: list, *, title: str, version: str) -> dict:
             continue
         for method in sorted((route.methods or set()) - {"HEAD"}):
             found.append((route, method, spec))
-            if spec.body:
-                models.append((spec.body, "validation"))
-            if spec.response:
-                models.append((spec.response, "serialization"))
+            models.extend((model, "validation") for model in _models(spec.body))
+            models.extend((model, "serialization") for model in _models(spec.response))
     _, definitions = models_json_schema(list(dict.fromkeys(models)), ref_template=REF)
     # An optional field of a request body may be left out; `"default": null` would make generators
     # (openapi-typescript) type it as required, so that `{"email", "password"}` fails to compile.
@@ -139,18 +167,24 @@ def openapi_schema(routes: list, *, title: str, version: str) -> dict:
                     }
                 )
         responses: dict[str, dict] = {}
+        if spec.token_transport:
+            parameters.append(TOKEN_TRANSPORT_PARAMETER)
         if spec.response:
-            content = {"application/json": {"schema": {"$ref": REF.format(model=spec.response.__name__)}}}
+            content = {"application/json": {"schema": _schema_of(spec.response)}}
             responses[str(spec.status)] = {"description": spec.summary, "content": content}
         else:
             responses[str(spec.status)] = {"description": spec.summary}
-        if spec.headers:
+        headers = dict(spec.headers)
+        if spec.token_transport:
+            headers["Set-Cookie"] = "With `X-Token-Transport: cookie`: the refresh token (HttpOnly)"
+        if headers:
             responses[str(spec.status)]["headers"] = {
-                name: {"description": text, "schema": {"type": "string"}}
-                for name, text in spec.headers.items()
+                name: {"description": text, "schema": {"type": "string"}} for name, text in headers.items()
             }
         # 401 everywhere: a broken Bearer token is refused before any view runs, public ones included
         errors = set(spec.errors) | {401}
+        if spec.token_transport:
+            errors.add(403)  # csrf_failed: a cookie-transport request without the header or from elsewhere
         if spec.body:
             errors |= {400, 413, 415, 422}
         if set(scopes) - {"authenticated"}:
@@ -170,8 +204,8 @@ def openapi_schema(routes: list, *, title: str, version: str) -> dict:
             entry["parameters"] = parameters
         if spec.body:
             entry["requestBody"] = {
-                "required": True,
-                "content": {"application/json": {"schema": {"$ref": REF.format(model=spec.body.__name__)}}},
+                "required": spec.body_required,
+                "content": {"application/json": {"schema": _schema_of(spec.body)}},
             }
         if scopes:
             entry["security"] = [{"bearerAuth": []}]

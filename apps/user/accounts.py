@@ -112,6 +112,27 @@ async def create_user(
         raise await _taken(username, email) from None
 
 
+def _fits(lookup: str, key: str) -> bool:
+    """An identifier longer than its column names nobody (and Tortoise refuses it before querying)."""
+    return len(key) <= User._meta.fields_map[lookup].max_length
+
+
+async def _account_named(key: str, lookup: str, email: str | None) -> User | None:
+    """The account an identifier names. An `email` that is no account's address may be a username
+    with an @ in it (Django allows them, and sites that used the address as the username have them
+    after the address changed): one form field, "email or username", then finds it. The address
+    wins; both are one indexed query, so a miss costs what a hit does."""
+    if email is None or "@" not in email:
+        return await User.get_or_none(**{lookup: key}) if _fits(lookup, key) else None
+    names = [
+        Q(**{name: value})
+        for name, value in (("email", key), ("username_key", username_key(email)))
+        if _fits(name, value)
+    ]
+    found = await User.filter(Q(*names, join_type=Q.OR)).limit(2) if names else []
+    return next((u for u in found if u.email == key), found[0] if found else None)
+
+
 async def authenticate(
     password: str, client: Client | None = None, *, email: str | None = None, username: str | None = None
 ) -> User:
@@ -128,9 +149,7 @@ async def authenticate(
         key, lookup = normalize_email(email), "email"
     else:
         key, lookup = username_key(username or ""), "username_key"
-    # An identifier longer than its column names nobody (and Tortoise refuses it before querying).
-    too_long = len(key) > User._meta.fields_map[lookup].max_length
-    user = None if too_long else await User.get_or_none(**{lookup: key})
+    user = await _account_named(key, lookup, email)
     if user is None:
         await passwords.burn_password_check(password, account=(lookup, key))
         raise InvalidCredentials()

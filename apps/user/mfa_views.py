@@ -13,6 +13,7 @@ from apps.core.responses import json_response
 from apps.user import mfa, passkeys, transport
 from apps.user.clients import client_of
 from apps.user.schemas import (
+    BrowserTokenOut,
     CodeIn,
     PasswordAndCodeIn,
     PasswordIn,
@@ -98,9 +99,10 @@ async def recovery_codes(request: Request) -> Response:
 @operation(
     "Finish a login with a second factor",
     body=SecondFactorIn,
-    response=TokenPairOut,
+    response=(TokenPairOut, BrowserTokenOut),
     errors=(401, 422, 429),
     tags=TAGS,
+    token_transport=True,
 )
 async def login_mfa(request: Request) -> Response:
     """`mfa_token` from POST /user/login, and a TOTP `code`, a `recovery_code`, or a `passkey`: the

@@ -86,6 +86,19 @@ class User(Model):
     def __str__(self) -> str:
         return self.username
 
+    @property
+    def has_usable_password(self) -> bool:
+        return has_usable_password(self.password)
+
+
+UNUSABLE_PASSWORD_PREFIX = "!"  # noqa: S105 (a marker, not a password)
+
+
+def has_usable_password(stored: str | None) -> bool:
+    """Django's rule: no hash, or one starting with "!", is a password nobody can log in with (an
+    account made without a password, or imported with a hasher this service cannot check)."""
+    return bool(stored) and not stored.startswith(UNUSABLE_PASSWORD_PREFIX)
+
 
 class Session(Model):
     id = fields.UUIDField(primary_key=True, default=uuid.uuid4)

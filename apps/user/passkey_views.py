@@ -14,6 +14,7 @@ from apps.core.responses import json_response
 from apps.user import passkeys, transport
 from apps.user.clients import client_of
 from apps.user.schemas import (
+    BrowserTokenOut,
     CreationOptionsOut,
     PasskeyCreateIn,
     PasskeyDeleteIn,
@@ -130,6 +131,7 @@ async def passkey_reauth_options(request: Request) -> Response:
 @operation(
     "Options to log in with a passkey (navigator.credentials.get)",
     body=PasskeyLoginOptionsIn,
+    body_required=False,
     response=RequestOptionsOut,
     errors=(409, 429),
     tags=TAGS,
@@ -152,9 +154,10 @@ async def passkey_login_options(request: Request) -> Response:
 @operation(
     "Log in with a passkey alone",
     body=PasskeyLoginIn,
-    response=TokenPairOut,
+    response=(TokenPairOut, BrowserTokenOut),
     errors=(403, 429, 503),
     tags=TAGS,
+    token_transport=True,
 )
 async def passkey_login(request: Request) -> Response:
     """`credential` answers the options of POST /user/login/passkey/options (no body), user-verified.

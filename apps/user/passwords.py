@@ -58,6 +58,7 @@ from passlib.exc import UnknownHashError
 import settings
 from apps.core import lifecycle, metrics
 from apps.user.exceptions import HashingOverloaded
+from apps.user.models import UNUSABLE_PASSWORD_PREFIX, has_usable_password
 
 
 @cache
@@ -81,13 +82,14 @@ def _context() -> CryptContext:
     )
 
 
-# Django's marker for an unusable password (set_unusable_password); such a hash never verifies.
-UNUSABLE_PREFIX = "!"
+# Django's marker for an unusable password (set_unusable_password); such a hash never verifies. The
+# rule lives with the model, which the user object (UserOut.has_usable_password) reads too.
+UNUSABLE_PREFIX = UNUSABLE_PASSWORD_PREFIX
 
 
 def is_unusable(stored: str) -> bool:
     """Django's `not has_usable_password()`: an account made without a password."""
-    return not stored or stored.startswith(UNUSABLE_PREFIX)
+    return not has_usable_password(stored)
 
 
 def _normalise(password: str) -> str:

@@ -12,7 +12,7 @@ import settings
 from apps.core import database
 from apps.user.authentication import AuthenticatedUser
 from apps.user.exceptions import UserNotFound
-from apps.user.models import MAX_USER_ID, Event, Session, User
+from apps.user.models import MAX_USER_ID, Event, Session, User, has_usable_password
 
 
 async def session_user(user_id: int, session_id: str) -> AuthenticatedUser | None:
@@ -52,6 +52,8 @@ PROFILE_FIELDS = (
     "is_active",
     "is_staff",
     "email_verified",
+    "pending_email",
+    "password",
     "date_joined",
     "last_login",
 )
@@ -77,6 +79,7 @@ async def user_profile(user_id: int) -> dict | None:
         profile = dict(rows[0]) if rows else None
     if profile is None:
         return None
+    profile["has_usable_password"] = has_usable_password(profile.pop("password"))
     for name in ("date_joined", "last_login"):  # SQLite hands back ISO strings, asyncpg datetimes
         if isinstance(profile[name], str):
             profile[name] = datetime.fromisoformat(profile[name])

@@ -202,6 +202,15 @@ class UserOut(BaseModel):
     is_active: bool
     is_staff: bool
     email_verified: bool
+    pending_email: str | None = Field(
+        description="A new address waiting for its verification link (POST /user/me/email); it "
+        "becomes `email` once verified"
+    )
+    has_usable_password: bool = Field(
+        description="False for an account without a password (created without one, or imported with "
+        "a hasher this service cannot check): it confirms sensitive changes with a passkey, and sets a "
+        "password through the reset link"
+    )
     date_joined: datetime
     last_login: datetime | None
 

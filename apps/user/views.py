@@ -38,6 +38,7 @@ from apps.user.models import User, normalize_email, username_key
 from apps.user.schemas import (
     AcceptedOut,
     AccountDeleteIn,
+    BrowserTokenOut,
     Confirmed,
     CookieRefreshIn,
     EmailChangeIn,
@@ -83,10 +84,11 @@ async def account_of(request: Request) -> User:
 @operation(
     "Create an account, mail a verification link, and log it in",
     body=RegisterIn,
-    response=RegistrationOut,
+    response=(RegistrationOut, BrowserTokenOut),
     status=201,
     errors=(409, 429, 503),
     tags=TAGS,
+    token_transport=True,
 )
 async def register(request: Request) -> Response:
     """With EMAIL_VERIFICATION=mandatory the answer is `{"user": ...}` without tokens: log in once the
@@ -104,9 +106,10 @@ async def register(request: Request) -> Response:
 @operation(
     "Log in with email or username",
     body=LoginIn,
-    response=LoginOut,
+    response=(LoginOut, BrowserTokenOut),
     errors=(401, 403, 429, 503),
     tags=TAGS,
+    token_transport=True,
 )
 async def login(request: Request) -> Response:
     """Every failure (unknown account, wrong password, inactive account) is the same 401. With
@@ -146,10 +149,11 @@ def _login_outcome(exc: Exception) -> str:
 
 @operation(
     "Exchange a refresh token for a new pair",
-    body=RefreshIn,
-    response=TokenPairOut,
+    body=(RefreshIn, CookieRefreshIn),
+    response=(TokenPairOut, BrowserTokenOut),
     errors=(401, 403),
     tags=TAGS,
+    token_transport=True,
 )
 async def refresh_token(request: Request) -> Response:
     """The refresh token is spent; presenting it again ends the whole session. In the cookie

@@ -33,9 +33,12 @@ async def test_the_link_goes_to_the_new_address_a_notice_to_the_old_and_the_emai
     assert new in notice and "token=" not in notice
     user = await User.get(id=account["user"]["id"])
     assert (user.email, user.pending_email) == (old, new)  # nothing changed yet
+    # the user object says what waits for its link (the SPA shows it)
+    me = (await client.get("/user/me", headers=bearer(account["access_token"]))).json()
+    assert (me["email"], me["pending_email"]) == (old, new)
     r = await client.post("/user/email/verify", json={"token": link_token(mailbox.text(to_new[0]))})
     assert r.status_code == 200, r.text
-    assert (r.json()["email"], r.json()["email_verified"]) == (new, True)
+    assert (r.json()["email"], r.json()["email_verified"], r.json()["pending_email"]) == (new, True, None)
     user = await User.get(id=account["user"]["id"])
     assert (user.email, user.pending_email, user.email_verified) == (new, None, True)
     # the old address is told once more, and no longer logs in

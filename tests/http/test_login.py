@@ -22,6 +22,31 @@ async def test_login_by_username_any_case(client):
     assert r.status_code == 200, r.text
 
 
+async def test_an_email_shaped_username_logs_in_through_the_email_field(client):
+    """Django allows @ in usernames, and sites that used the address as the username keep it after
+    the address changes: one "email or username" field (the SPA's) must find such an account."""
+    old_address = f"{unique()}@old.example.com"
+    reg = await register(client, username=old_address, email=f"{unique()}@example.com")
+    r = await client.post("/user/login", json={"email": old_address.upper(), "password": PASSWORD})
+    assert r.status_code == 200, r.text
+    assert r.json()["user"]["id"] == reg["user"]["id"]
+    r = await client.post("/user/login", json={"email": old_address, "password": "wrong-password"})
+    assert_problem(r, 401, "invalid_credentials")
+
+
+async def test_an_address_wins_over_a_username_spelled_like_it(client):
+    """Ann's address is also Bob's username: the email field means Ann's account."""
+    address = f"{unique()}@example.com"
+    ann = await register(client, email=address)
+    bob = await register(client, username=address, email=f"{unique()}@example.com", password="Bobs-own-Passw0rd")
+    r = await client.post("/user/login", json={"email": address, "password": PASSWORD})
+    assert r.status_code == 200 and r.json()["user"]["id"] == ann["user"]["id"]
+    r = await client.post("/user/login", json={"email": address, "password": "Bobs-own-Passw0rd"})
+    assert_problem(r, 401, "invalid_credentials")
+    r = await client.post("/user/login", json={"username": address, "password": "Bobs-own-Passw0rd"})
+    assert r.status_code == 200 and r.json()["user"]["id"] == bob["user"]["id"]
+
+
 async def test_login_sets_last_login(client):
     reg = await register(client)
     r = await client.post("/user/login", json={"email": reg["user"]["email"], "password": PASSWORD})

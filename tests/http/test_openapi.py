@@ -62,6 +62,35 @@ async def test_every_route_is_documented(app, document):
     assert "403" in document["paths"]["/admin/users"]["get"]["responses"]
 
 
+TOKEN_ROUTES = ("/user/register", "/user/login", "/user/login/mfa", "/user/login/passkey", "/user/refresh-token")
+
+
+async def test_the_cookie_transport_is_in_the_document(document):
+    """A generated client can choose the cookie transport, send the cookie refresh's `{}` and read a
+    browser's answer (no refresh token) without casts; the passwordless options need no body."""
+    schemas = document["components"]["schemas"]
+    for path in TOKEN_ROUTES:
+        op = document["paths"][path]["post"]
+        (header,) = [p for p in op["parameters"] if p["in"] == "header"]
+        assert header["name"] == "X-Token-Transport" and header["schema"]["enum"] == ["cookie"]
+        assert not header["required"]
+        success = next(code for code in op["responses"] if code.startswith("2"))
+        answers = op["responses"][success]["content"]["application/json"]["schema"]["anyOf"]
+        assert {"$ref": "#/components/schemas/BrowserTokenOut"} in answers, path
+        assert "403" in op["responses"]  # csrf_failed
+    assert "refresh_token" not in schemas["BrowserTokenOut"]["properties"]
+    refresh_body = document["paths"]["/user/refresh-token"]["post"]["requestBody"]["content"]
+    assert refresh_body["application/json"]["schema"]["anyOf"] == [
+        {"$ref": "#/components/schemas/RefreshIn"},
+        {"$ref": "#/components/schemas/CookieRefreshIn"},
+    ]
+    assert schemas["CookieRefreshIn"]["properties"] == {}
+    assert schemas["CookieRefreshIn"]["additionalProperties"] is False
+    assert document["paths"]["/user/login/passkey/options"]["post"]["requestBody"]["required"] is False
+    for path in ("/user/me", "/user/logout"):  # not a token route: no transport to choose
+        assert "parameters" not in next(iter(document["paths"][path].values()))
+
+
 async def test_docs_page_works_offline(docs_app):
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=docs_app), base_url="http://testserver"
@@ -186,6 +215,19 @@ async def test_every_response_matches_its_documented_schema(app, document, monke
             "DELETE", "/user/me", json={"password": PASSWORD}, headers=bearer(other["access_token"])
         )
         await _exercise_second_factors(c, monkeypatch)
+    # the cookie transport's answers (a browser: https, so the Secure cookie is kept and sent back)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="https://testserver", event_hooks={"response": [record]}
+    ) as browser:
+        cookie_mode = {"X-Token-Transport": "cookie", "Origin": "https://testserver"}
+        account = await register(browser)
+        login = {"email": account["user"]["email"], "password": PASSWORD}
+        await browser.post("/user/login", json=login, headers=cookie_mode)
+        await browser.post("/user/refresh-token", json={}, headers=cookie_mode)
+        await browser.post("/user/login", json=login, headers={"X-Token-Transport": "cookie"})  # 403 csrf
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://testserver", event_hooks={"response": [record]}
+    ) as c:
         # last, as it changes how tokens are signed: the JWK Set of each key type, and a fallback
         for algorithm in ("EdDSA", "ES256", "RS256"):
             monkeypatch.setattr(settings, "JWT_ALGORITHM", algorithm)

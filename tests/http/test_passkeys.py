@@ -552,6 +552,9 @@ async def test_an_account_without_a_password_removes_a_passkey_with_a_passkey(cl
     await User.filter(id=account["user"]["id"]).update(password=passwords.UNUSABLE_PREFIX + "none")
     # it logs in with the passkey alone (the password login is over for it)
     session = assert_logged_in_as(await passwordless(client, authenticator), account)
+    assert account["user"]["has_usable_password"] is True
+    me = (await client.get("/user/me", headers=auth(session))).json()
+    assert me["has_usable_password"] is False  # what tells a client to confirm with a passkey
     path = f"/user/passkeys/{second['id']}"
 
     r = await client.request("DELETE", path, json={"password": "!none"}, headers=auth(session))

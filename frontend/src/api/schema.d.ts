@@ -796,6 +796,16 @@ export interface components {
             /** Email Verified */
             email_verified: boolean;
             /**
+             * Pending Email
+             * @description A new address waiting for its verification link (POST /user/me/email); it becomes `email` once verified
+             */
+            pending_email: string | null;
+            /**
+             * Has Usable Password
+             * @description False for an account without a password (created without one, or imported with a hasher this service cannot check): it confirms sensitive changes with a passkey, and sets a password through the reset link
+             */
+            has_usable_password: boolean;
+            /**
              * Date Joined
              * Format: date-time
              */
@@ -817,11 +827,33 @@ export interface components {
              */
             is_superuser?: boolean | null;
         };
+        /**
+         * BrowserTokenOut
+         * @description A token response in the cookie transport (`X-Token-Transport: cookie`): the refresh token is
+         *     in an HttpOnly cookie scoped to POST /user/refresh-token, never in a body a script can read.
+         */
+        BrowserTokenOut: {
+            /** Access Token */
+            access_token: string;
+            /**
+             * Token Type
+             * @default Bearer
+             */
+            token_type?: string;
+            /** Expires In */
+            expires_in: number;
+            user: components["schemas"]["UserOut"];
+        };
         /** CodeIn */
         CodeIn: {
             /** Code */
             code: string;
         };
+        /**
+         * CookieRefreshIn
+         * @description The cookie transport's refresh: the token is the cookie; the body is `{}`.
+         */
+        CookieRefreshIn: Record<string, never>;
         /**
          * CreationOptionsOut
          * @description PublicKeyCredentialCreationOptions in their JSON form (binary members base64url, as
@@ -1313,6 +1345,16 @@ export interface components {
             /** Email Verified */
             email_verified: boolean;
             /**
+             * Pending Email
+             * @description A new address waiting for its verification link (POST /user/me/email); it becomes `email` once verified
+             */
+            pending_email: string | null;
+            /**
+             * Has Usable Password
+             * @description False for an account without a password (created without one, or imported with a hasher this service cannot check): it confirms sensitive changes with a passkey, and sets a password through the reset link
+             */
+            has_usable_password: boolean;
+            /**
              * Date Joined
              * Format: date-time
              */
@@ -1590,7 +1632,10 @@ export interface operations {
     login: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description `cookie`: browsers. The refresh token is set as an HttpOnly cookie (`__Secure-refresh_token`, Path=/user/refresh-token) and left out of the body; absent: bearer transport, both tokens in the body. */
+                "X-Token-Transport"?: "cookie";
+            };
             path?: never;
             cookie?: never;
         };
@@ -1603,10 +1648,12 @@ export interface operations {
             /** @description Log in with email or username */
             200: {
                 headers: {
+                    /** @description With `X-Token-Transport: cookie`: the refresh token (HttpOnly) */
+                    "Set-Cookie"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["LoginOut"];
+                    "application/json": components["schemas"]["LoginOut"] | components["schemas"]["BrowserTokenOut"];
                 };
             };
             /** @description Malformed JSON, a body that is not a UTF-8 JSON object, or a bad or repeated Host header */
@@ -1686,23 +1733,28 @@ export interface operations {
     refresh_token: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description `cookie`: browsers. The refresh token is set as an HttpOnly cookie (`__Secure-refresh_token`, Path=/user/refresh-token) and left out of the body; absent: bearer transport, both tokens in the body. */
+                "X-Token-Transport"?: "cookie";
+            };
             path?: never;
             cookie?: never;
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["RefreshIn"];
+                "application/json": components["schemas"]["RefreshIn"] | components["schemas"]["CookieRefreshIn"];
             };
         };
         responses: {
             /** @description Exchange a refresh token for a new pair */
             200: {
                 headers: {
+                    /** @description With `X-Token-Transport: cookie`: the refresh token (HttpOnly) */
+                    "Set-Cookie"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["TokenPairOut"];
+                    "application/json": components["schemas"]["TokenPairOut"] | components["schemas"]["BrowserTokenOut"];
                 };
             };
             /** @description Malformed JSON, a body that is not a UTF-8 JSON object, or a bad or repeated Host header */
@@ -1764,7 +1816,10 @@ export interface operations {
     register: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description `cookie`: browsers. The refresh token is set as an HttpOnly cookie (`__Secure-refresh_token`, Path=/user/refresh-token) and left out of the body; absent: bearer transport, both tokens in the body. */
+                "X-Token-Transport"?: "cookie";
+            };
             path?: never;
             cookie?: never;
         };
@@ -1777,10 +1832,12 @@ export interface operations {
             /** @description Create an account, mail a verification link, and log it in */
             201: {
                 headers: {
+                    /** @description With `X-Token-Transport: cookie`: the refresh token (HttpOnly) */
+                    "Set-Cookie"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["RegistrationOut"];
+                    "application/json": components["schemas"]["RegistrationOut"] | components["schemas"]["BrowserTokenOut"];
                 };
             };
             /** @description Malformed JSON, a body that is not a UTF-8 JSON object, or a bad or repeated Host header */
@@ -1794,6 +1851,15 @@ export interface operations {
             };
             /** @description No valid credentials or token (WWW-Authenticate: Bearer); on any endpoint, a Bearer token that is malformed, expired or of an ended session */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Authenticated, but not allowed */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2475,7 +2541,10 @@ export interface operations {
     login_mfa: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description `cookie`: browsers. The refresh token is set as an HttpOnly cookie (`__Secure-refresh_token`, Path=/user/refresh-token) and left out of the body; absent: bearer transport, both tokens in the body. */
+                "X-Token-Transport"?: "cookie";
+            };
             path?: never;
             cookie?: never;
         };
@@ -2488,10 +2557,12 @@ export interface operations {
             /** @description Finish a login with a second factor */
             200: {
                 headers: {
+                    /** @description With `X-Token-Transport: cookie`: the refresh token (HttpOnly) */
+                    "Set-Cookie"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["TokenPairOut"];
+                    "application/json": components["schemas"]["TokenPairOut"] | components["schemas"]["BrowserTokenOut"];
                 };
             };
             /** @description Malformed JSON, a body that is not a UTF-8 JSON object, or a bad or repeated Host header */
@@ -2505,6 +2576,15 @@ export interface operations {
             };
             /** @description No valid credentials or token (WWW-Authenticate: Bearer); on any endpoint, a Bearer token that is malformed, expired or of an ended session */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Authenticated, but not allowed */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2894,7 +2974,7 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        requestBody: {
+        requestBody?: {
             content: {
                 "application/json": components["schemas"]["PasskeyLoginOptionsIn"];
             };
@@ -2977,7 +3057,10 @@ export interface operations {
     passkey_login: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description `cookie`: browsers. The refresh token is set as an HttpOnly cookie (`__Secure-refresh_token`, Path=/user/refresh-token) and left out of the body; absent: bearer transport, both tokens in the body. */
+                "X-Token-Transport"?: "cookie";
+            };
             path?: never;
             cookie?: never;
         };
@@ -2990,10 +3073,12 @@ export interface operations {
             /** @description Log in with a passkey alone */
             200: {
                 headers: {
+                    /** @description With `X-Token-Transport: cookie`: the refresh token (HttpOnly) */
+                    "Set-Cookie"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["TokenPairOut"];
+                    "application/json": components["schemas"]["TokenPairOut"] | components["schemas"]["BrowserTokenOut"];
                 };
             };
             /** @description Malformed JSON, a body that is not a UTF-8 JSON object, or a bad or repeated Host header */
