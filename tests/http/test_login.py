@@ -38,7 +38,9 @@ async def test_an_address_wins_over_a_username_spelled_like_it(client):
     """Ann's address is also Bob's username: the email field means Ann's account."""
     address = f"{unique()}@example.com"
     ann = await register(client, email=address)
-    bob = await register(client, username=address, email=f"{unique()}@example.com", password="Bobs-own-Passw0rd")
+    bob = await register(
+        client, username=address, email=f"{unique()}@example.com", password="Bobs-own-Passw0rd"
+    )
     r = await client.post("/user/login", json={"email": address, "password": PASSWORD})
     assert r.status_code == 200 and r.json()["user"]["id"] == ann["user"]["id"]
     r = await client.post("/user/login", json={"email": address, "password": "Bobs-own-Passw0rd"})

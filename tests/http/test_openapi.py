@@ -62,7 +62,13 @@ async def test_every_route_is_documented(app, document):
     assert "403" in document["paths"]["/admin/users"]["get"]["responses"]
 
 
-TOKEN_ROUTES = ("/user/register", "/user/login", "/user/login/mfa", "/user/login/passkey", "/user/refresh-token")
+TOKEN_ROUTES = (
+    "/user/register",
+    "/user/login",
+    "/user/login/mfa",
+    "/user/login/passkey",
+    "/user/refresh-token",
+)
 
 
 async def test_the_cookie_transport_is_in_the_document(document):
