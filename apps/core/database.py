@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 from typing import Any
 
-import aiosqlite
 import asyncpg
 from asyncpg.pool import PoolAcquireContext
 from tortoise.backends.asyncpg.client import AsyncpgDBClient
-
-from apps.core import lifecycle
 
 ASYNCPG_ENGINE = "tortoise.backends.asyncpg"
 
@@ -104,56 +100,3 @@ def bounded(config: dict, timeout: float) -> dict:
             connection = {**connection, "engine": __name__, "credentials": credentials}
         connections[name] = connection
     return {**config, "connections": connections}
-
-
-class SqliteReader:
-    """A second, read-only SQLite connection for hot single-statement reads (GET /user/me).
-
-    Tortoise runs every SQLite statement through one connection behind one lock, so each query waits
-    for the previous one's full round trip through aiosqlite's thread: /user/me was bound by that
-    latency, not by CPU (py-spy showed the event loop mostly idle). Queued on their own connection,
-    reads run back to back. In WAL mode a reader sees only committed data and never blocks the
-    writer, so the answers are as fresh as through Tortoise's connection.
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._connection: aiosqlite.Connection | None = None
-
-    async def fetch_one(self, sql: str, parameters: list) -> dict | None:
-        if self._connection is None:
-            # autocommit: no implicit BEGIN, so no read ever holds an old snapshot open
-            connection = await aiosqlite.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
-            connection.row_factory = sqlite3.Row
-            if self._connection is None:
-                self._connection = connection
-            else:  # another request opened one meanwhile
-                await connection.close()
-        rows = await self._connection.execute_fetchall(sql, parameters)
-        return dict(rows[0]) if rows else None
-
-    async def close(self) -> None:
-        if self._connection is not None:
-            connection, self._connection = self._connection, None
-            await connection.close()
-
-
-_readers: dict[str, SqliteReader] = {}
-
-
-def sqlite_reader(path: str) -> SqliteReader:
-    """The reader for one database file, opened on first use."""
-    reader = _readers.get(path)
-    if reader is None:
-        reader = _readers[path] = SqliteReader(path)
-    return reader
-
-
-async def close_readers() -> None:
-    """Close every reader (app shutdown)."""
-    while _readers:
-        _, reader = _readers.popitem()
-        await reader.close()
-
-
-lifecycle.register("sqlite readers", stop=close_readers)

@@ -281,6 +281,7 @@ async def store_password_hash(
         if not changed:
             return None
         ended = await end.user_sessions(user.id, event, except_session_id=keep_session_id)
+        end.profile_changed(user.id)  # the kept session's user object: no pending email
         for kind in (event, *also_events):
             await events.record(kind, user.id, client)
     user.password = new_hash

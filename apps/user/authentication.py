@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from datetime import datetime
+from typing import Any
 
 from starlette.authentication import BaseUser
 
@@ -31,7 +33,11 @@ class TokenRefused(Exception):
 
 class AuthenticatedUser(BaseUser):
     """`request.user` for a valid access token: the account as it was when its session was checked
-    (in this worker, since the last change anywhere), and the session the token belongs to."""
+    (in this worker, since the last change anywhere), and the session the token belongs to. It holds
+    the whole user object, so GET /user/me reads nothing while it is cached: a change to what
+    request.user shows drops the entry (revocation.py), and a change to the rest of the user object
+    (a login elsewhere moving last_login, a pending email) marks it stale, so that the next GET
+    /user/me reads it again; the session itself stays cached for everything else."""
 
     __slots__ = (
         "id",
@@ -39,10 +45,20 @@ class AuthenticatedUser(BaseUser):
         "email",
         "is_staff",
         "is_superuser",
+        "email_verified",
+        "pending_email",
+        "has_usable_password",
+        "date_joined",
+        "last_login",
         "session_id",
         "session_expires_at",
         "scopes",
+        "profile_json",
+        "profile_changes",
+        "profile_read",
     )
+
+    is_active = True  # a session of an inactive account never authenticates
 
     def __init__(
         self,
@@ -54,20 +70,54 @@ class AuthenticatedUser(BaseUser):
         is_superuser: bool,
         session_id: str,
         session_expires_at: float,
+        email_verified: bool = False,
+        pending_email: str | None = None,
+        has_usable_password: bool = True,
+        date_joined: datetime | None = None,
+        last_login: datetime | None = None,
     ) -> None:
         self.id = id
         self.username = username
         self.email = email
         self.is_staff = is_staff
         self.is_superuser = is_superuser
+        # the rest of the user object (GET /user/me answers from it): a change to these is published
+        # as a profile change (sessions.Ending.profile_changed), to those above as an account change
+        self.email_verified = email_verified
+        self.pending_email = pending_email
+        self.has_usable_password = has_usable_password
+        self.date_joined = date_joined
+        self.last_login = last_login
         self.session_id = session_id
         self.session_expires_at = session_expires_at
+        self.profile_json: bytes | None = None  # GET /user/me's body, made once per cached entry
+        # How many changes to the rest of the user object this worker heard of while the entry was
+        # cached, and up to which one the fields above are read: the object is stale between the two.
+        self.profile_changes = self.profile_read = 0
         # request.auth.scopes, in the spirit of Django's is_staff / is_superuser checks
         self.scopes = [
             "authenticated",
             *(["staff"] if is_staff else []),
             *(["superuser"] if is_superuser else []),
         ]
+
+    @property
+    def profile_stale(self) -> bool:
+        return self.profile_read != self.profile_changes
+
+    def profile_changed(self) -> None:
+        self.profile_changes += 1
+        self.profile_json = None
+
+    def read_profile(self, account: Any, as_of: int) -> None:
+        """Take the user object's fields from `account` (a User row read after change `as_of` was
+        heard); still stale if another change was heard during the read."""
+        self.email_verified = account.email_verified
+        self.pending_email = account.pending_email
+        self.has_usable_password = account.has_usable_password
+        self.last_login = account.last_login
+        self.profile_json = None
+        self.profile_read = as_of
 
     @property
     def is_authenticated(self) -> bool:
@@ -122,13 +172,16 @@ class Authenticator:
 
     # --- revocation.Listener ---
 
-    def forget(self, sessions: Iterable[str], users: Iterable[int]) -> None:
+    def forget(self, sessions: Iterable[str], users: Iterable[int], profiles: Iterable[int] = ()) -> None:
         self._revocations_heard += 1
         for session_id in sessions:
             self._drop(session_id)
         for user_id in users:
             for session_id in self._sessions_of.pop(user_id, ()):
                 self._sessions.pop(session_id, None)
+        for user_id in profiles:
+            for session_id in self._sessions_of.get(user_id, ()):
+                self._sessions[session_id][0].profile_changed()
 
     def forget_all(self) -> None:
         self._revocations_heard += 1

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from tortoise import connections
 from tortoise.expressions import Q
 
 import settings
-from apps.core import database
 from apps.user.authentication import AuthenticatedUser
 from apps.user.exceptions import UserNotFound
-from apps.user.models import MAX_USER_ID, Event, Session, User, has_usable_password
+from apps.user.models import MAX_USER_ID, Event, Session, User
 
 
 async def session_user(user_id: int, session_id: str) -> AuthenticatedUser | None:
@@ -40,50 +38,14 @@ async def session_user(user_id: int, session_id: str) -> AuthenticatedUser | Non
         email=user.email,
         is_staff=user.is_staff,
         is_superuser=user.is_superuser,
+        email_verified=user.email_verified,
+        pending_email=user.pending_email,
+        has_usable_password=user.has_usable_password,
+        date_joined=user.date_joined,
+        last_login=user.last_login,
         session_id=session_id,
         session_expires_at=session.expires_at.timestamp(),
     )
-
-
-PROFILE_FIELDS = (
-    "id",
-    "username",
-    "email",
-    "is_active",
-    "is_staff",
-    "email_verified",
-    "pending_email",
-    "password",
-    "date_joined",
-    "last_login",
-)
-_profile_sql: dict[str, str] = {}
-
-
-async def user_profile(user_id: int) -> dict | None:
-    """The public fields of an account, fresh from the database (GET /user/me, on every call).
-
-    Tortoise writes the SQL once per database dialect; running it directly skips building a queryset
-    and a model, which cost several times more than the primary-key look-up itself. On SQLite it runs
-    on a read-only connection of its own (apps/core/database.py explains why).
-    """
-    connection = connections.get("default")
-    dialect = connection.capabilities.dialect
-    sql = _profile_sql.get(dialect)
-    if sql is None:
-        sql = _profile_sql[dialect] = User.filter(id=0).values(*PROFILE_FIELDS).sql(params_inline=False)
-    if dialect == "sqlite" and connection.filename != ":memory:":
-        profile = await database.sqlite_reader(connection.filename).fetch_one(sql, [user_id])
-    else:
-        _, rows = await connection.execute_query(sql, [user_id])
-        profile = dict(rows[0]) if rows else None
-    if profile is None:
-        return None
-    profile["has_usable_password"] = has_usable_password(profile.pop("password"))
-    for name in ("date_joined", "last_login"):  # SQLite hands back ISO strings, asyncpg datetimes
-        if isinstance(profile[name], str):
-            profile[name] = datetime.fromisoformat(profile[name])
-    return profile
 
 
 async def get_user(user_id: int) -> User:

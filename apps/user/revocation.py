@@ -70,27 +70,29 @@ PENDING_MAX = 100  # Redis messages kept while Redis does not answer, before the
 class Listener(Protocol):
     """What hears revocations in a process: the authenticator's cache."""
 
-    def forget(self, sessions: Iterable[str], users: Iterable[int]) -> None:
-        """These sessions ended / these accounts changed."""
+    def forget(self, sessions: Iterable[str], users: Iterable[int], profiles: Iterable[int] = ()) -> None:
+        """These sessions ended / these accounts changed what request.user shows / these accounts'
+        user objects changed (last login, pending email...) with their sessions and rights intact."""
 
     def forget_all(self) -> None:
         """Anything may have changed (messages were missed, or nothing more precise is known)."""
 
 
 class _Nobody:
-    def forget(self, sessions: Iterable[str], users: Iterable[int]) -> None:
+    def forget(self, sessions: Iterable[str], users: Iterable[int], profiles: Iterable[int] = ()) -> None:
         pass
 
     def forget_all(self) -> None:
         pass
 
 
-def encode(sessions: Iterable[str], users: Iterable[int]) -> str:
+def encode(sessions: Iterable[str], users: Iterable[int], profiles: Iterable[int] = ()) -> str:
     """One revocation as a message; "everything" when it names nothing (or too much to carry)."""
-    sessions, users = sorted(sessions), sorted(users)
-    if not sessions and not users:
+    sessions, users, profiles = sorted(sessions), sorted(users), sorted(profiles)
+    if not sessions and not users and not profiles:
         return '{"all":true}'
-    message = json.dumps({"s": sessions, "u": users}, separators=(",", ":"))
+    names = {"s": sessions, "u": users, **({"p": profiles} if profiles else {})}
+    message = json.dumps(names, separators=(",", ":"))
     return message if len(message) <= NOTIFY_PAYLOAD_MAX else '{"all":true}'
 
 
@@ -102,10 +104,11 @@ def deliver(message: str | bytes, listener: Listener) -> None:
             raise ValueError
         sessions = [str(uuid.UUID(s)) for s in data.get("s", [])]
         users = [int(u) for u in data.get("u", [])]
+        profiles = [int(p) for p in data.get("p", [])]
     except (ValueError, TypeError, AttributeError):
         listener.forget_all()
         return
-    listener.forget(sessions, users)
+    listener.forget(sessions, users, profiles)
 
 
 # --- on one host ----------------------------------------------------------------------------------
@@ -114,7 +117,7 @@ _COUNTER = struct.Struct("<Q")  # entries written so far
 # One entry: its sequence number (written last, so a reader sees a half-written entry as such), what
 # it names, and the name: a session's UUID, or an account id.
 _ENTRY = struct.Struct("<QB7x16s")
-_ALL, _SESSION, _USER = 0, 1, 2
+_ALL, _SESSION, _USER, _PROFILE = 0, 1, 2, 3
 RING_ENTRIES = 4096
 _FILE_SIZE = _COUNTER.size + RING_ENTRIES * _ENTRY.size
 
@@ -161,7 +164,9 @@ class LocalEpoch:
         """How many revocations were ever written to the file."""
         return _COUNTER.unpack_from(self._map)[0]
 
-    def write(self, sessions: Iterable[str] = (), users: Iterable[int] = ()) -> None:
+    def write(
+        self, sessions: Iterable[str] = (), users: Iterable[int] = (), profiles: Iterable[int] = ()
+    ) -> None:
         """Add a revocation for every process of the host; naming nothing means everything."""
         entries: list[tuple[int, bytes]] = []
         for session in sessions:
@@ -172,6 +177,7 @@ class LocalEpoch:
                 break
         else:
             entries += [(_USER, _COUNTER.pack(user).ljust(16, b"\0")) for user in users]
+            entries += [(_PROFILE, _COUNTER.pack(user).ljust(16, b"\0")) for user in profiles]
         if not entries or len(entries) > RING_ENTRIES // 4:
             entries = [(_ALL, bytes(16))]
         # An exclusive lock across processes: two writers must not take the same sequence numbers.
@@ -195,6 +201,7 @@ class LocalEpoch:
             return True
         sessions: list[str] = []
         users: list[int] = []
+        profiles: list[int] = []
         everything = not 0 < written - self._seen <= RING_ENTRIES
         sequence = self._seen
         while not everything and sequence < written:
@@ -207,13 +214,15 @@ class LocalEpoch:
                 sessions.append(str(uuid.UUID(bytes=name)))
             elif kind == _USER:
                 users.append(_COUNTER.unpack_from(name)[0])
+            elif kind == _PROFILE:
+                profiles.append(_COUNTER.unpack_from(name)[0])
             else:
                 everything = True
         self._seen = written
         if everything:
             listener.forget_all()
         else:
-            listener.forget(sessions, users)
+            listener.forget(sessions, users, profiles)
         return True
 
     def close(self) -> None:
@@ -226,7 +235,9 @@ class ProcessEpoch:
 
     name = "process"
 
-    def write(self, sessions: Iterable[str] = (), users: Iterable[int] = ()) -> None:
+    def write(
+        self, sessions: Iterable[str] = (), users: Iterable[int] = (), profiles: Iterable[int] = ()
+    ) -> None:
         pass
 
     def catch_up(self, listener: Listener) -> bool:
@@ -242,7 +253,9 @@ class UnknownDatabase:
 
     name = "local_epoch"
 
-    def write(self, sessions: Iterable[str] = (), users: Iterable[int] = ()) -> None:
+    def write(
+        self, sessions: Iterable[str] = (), users: Iterable[int] = (), profiles: Iterable[int] = ()
+    ) -> None:
         pass  # Revocation.publish finds the file first: a commit has just shown the database answers
 
     def catch_up(self, listener: Listener) -> bool:
@@ -524,17 +537,24 @@ class Revocation:
         return in_sync and (self.remote is None or self.remote.synced)
 
     async def announce(
-        self, connection: Any, *, sessions: Iterable[str] = (), users: Iterable[int] = ()
+        self,
+        connection: Any,
+        *,
+        sessions: Iterable[str] = (),
+        users: Iterable[int] = (),
+        profiles: Iterable[int] = (),
     ) -> None:
         """Called inside the transaction that ends sessions or changes accounts, before its commit."""
         if self.remote is not None:
-            await self.remote.announce(connection, encode(sessions, users))
+            await self.remote.announce(connection, encode(sessions, users, profiles))
 
-    async def publish(self, *, sessions: Iterable[str] = (), users: Iterable[int] = ()) -> None:
+    async def publish(
+        self, *, sessions: Iterable[str] = (), users: Iterable[int] = (), profiles: Iterable[int] = ()
+    ) -> None:
         """Called once that transaction has committed; naming nothing means everything changed."""
-        sessions, users = list(sessions), list(users)
-        if sessions or users:
-            self.listener.forget(sessions, users)  # this process first: its very next request
+        sessions, users, profiles = list(sessions), list(users), list(profiles)
+        if sessions or users or profiles:
+            self.listener.forget(sessions, users, profiles)  # this process first: its very next request
         else:
             self.listener.forget_all()
         if isinstance(self.local, UnknownDatabase):
@@ -546,9 +566,9 @@ class Revocation:
                 logger.warning(
                     "revocation not written for this host's workers: the database did not say who it is"
                 )
-        self.local.write(sessions, users)
+        self.local.write(sessions, users, profiles)
         if self.remote is not None:
-            await self.remote.publish(encode(sessions, users))
+            await self.remote.publish(encode(sessions, users, profiles))
 
     async def close(self) -> None:
         if self.remote is not None:

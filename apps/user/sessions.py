@@ -82,13 +82,14 @@ async def start(
         InvalidCredentials: the password, the active flag or the account itself changed meanwhile.
     """
     now = now or _now()
-    async with in_transaction():
+    async with ending() as end:
         unchanged = {} if last_login is ... else {"last_login": last_login}
         claimed = await User.filter(
             id=user.id, password=checked_password, is_active=True, **unchanged
         ).update(last_login=now)
         if not claimed:
             raise InvalidCredentials()
+        end.profile_changed(user.id)  # the user object of its other sessions shows last_login
         session = await Session.create(
             id=uuid.uuid4(),
             user_id=user.id,
@@ -201,6 +202,7 @@ class Ending:
 
     sessions: set[str] = field(default_factory=set)
     users: set[int] = field(default_factory=set)
+    profiles: set[int] = field(default_factory=set)
 
     async def session(
         self, session_id: str, reason: str, *, user_id: int | None = None, now: datetime | None = None
@@ -231,6 +233,14 @@ class Ending:
         (its sessions go with it, ON DELETE CASCADE): cached copies must go."""
         self.users.add(user_id)
 
+    def profile_changed(self, user_id: int) -> None:
+        """Only the rest of the user object changed (last_login, pending_email, email_verified,
+        has_usable_password): cached sessions stay good, but GET /user/me must read it again."""
+        self.profiles.add(user_id)
+
+    def __bool__(self) -> bool:
+        return bool(self.sessions or self.users or self.profiles)
+
 
 async def _revoke(sessions, reason: str, now: datetime | None) -> int:
     return await sessions.filter(revoked_at=None).update(revoked_at=now or _now(), revoked_reason=reason)
@@ -248,10 +258,12 @@ async def ending() -> AsyncIterator[Ending]:
     ended = Ending()
     async with in_transaction() as connection:
         yield ended
-        if ended.sessions or ended.users:  # PostgreSQL's NOTIFY goes out with the commit, or not at all
-            await signal.announce(connection, sessions=ended.sessions, users=ended.users)
-    if ended.sessions or ended.users:
-        await signal.publish(sessions=ended.sessions, users=ended.users)
+        if ended:  # PostgreSQL's NOTIFY goes out with the commit, or not at all
+            await signal.announce(
+                connection, sessions=ended.sessions, users=ended.users, profiles=ended.profiles
+            )
+    if ended:
+        await signal.publish(sessions=ended.sessions, users=ended.users, profiles=ended.profiles)
 
 
 async def end(user_id: int, session_id: str, client: Client, *, event: str = events.LOGOUT) -> int:

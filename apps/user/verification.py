@@ -14,7 +14,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from tortoise.exceptions import IntegrityError
-from tortoise.transactions import in_transaction
 
 from apps.mail import outbox
 from apps.user import accounts, events, links, mails, sessions
@@ -61,10 +60,11 @@ async def verify(token: str, client: Client) -> User:
         is_active=True,
     )
     if user.pending_email is None:
-        async with in_transaction():
+        async with sessions.ending() as end:
             if not await unchanged.update(email_verified=True):
                 raise InvalidLink()
             await events.record(events.EMAIL_VERIFIED, user.id, client)
+            end.profile_changed(user.id)  # the user object shows email_verified
         user.email_verified = True
         return user
     old_address, user.email = user.email, user.pending_email
@@ -102,13 +102,14 @@ async def request_email_change(
         raise InvalidInput("email", "This is already your email address.")
     if await User.filter(email=new_email).exclude(id=user.id).exists():
         raise Taken(errors=[_EMAIL_TAKEN])
-    async with in_transaction():
+    async with sessions.ending() as end:
         asked_at = datetime.now(UTC)
         changed = await User.filter(id=user.id, password=user.password, is_active=True).update(
             pending_email=new_email, pending_email_at=asked_at
         )
         if not changed:
             raise WrongPassword("password")
+        end.profile_changed(user.id)  # the user object shows pending_email
         user.pending_email, user.pending_email_at = new_email, asked_at
         await events.record(events.EMAIL_CHANGE_REQUESTED, user.id, client)
         await mails.queue(mails.verification(user))

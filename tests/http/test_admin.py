@@ -49,6 +49,8 @@ async def test_list_paginates_searches_and_filters(client, staff):
         "is_staff",
         "is_superuser",
         "email_verified",
+        "pending_email",
+        "has_usable_password",
         "date_joined",
         "last_login",
     }

@@ -91,3 +91,87 @@ def test_logout_is_refused_at_once_by_every_worker(two_workers):
     after = [fresh("GET", "/user/verify", headers=auth) for _ in range(60)]
     assert [r.status_code for r in after] == [401] * 60
     assert len({worker_of(r) for r in after}) == 2, "both workers must have refused the logged-out token"
+
+
+# --- GET /user/me from the cached session (issue 12, point 2) -----------------------------------------
+
+
+async def test_me_reads_nothing_while_cached_and_sees_every_change_made_through_the_service(client):
+    """The user object is request.user's: a change behind the service's back goes unseen (so no read
+    happened), and each change made through the service is there on the very next request."""
+    from apps.user import accounts, links
+    from apps.user.models import User
+    from tests.helpers import PASSWORD, unique
+
+    reg = await register(client)
+    auth, user_id = bearer(reg["access_token"]), reg["user"]["id"]
+
+    async def seen() -> dict:
+        r = await client.get("/user/me", headers=auth)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    first = await seen()
+    await User.filter(id=user_id).update(username="changed-behind-its-back")
+    assert await seen() == first  # answered from the cache: nothing was read
+
+    name = unique("n")
+    assert (await client.patch("/user/me", json={"username": name}, headers=auth)).status_code == 200
+    assert (await seen())["username"] == name
+    # a login elsewhere moves last_login
+    login = await client.post("/user/login", json={"email": reg["user"]["email"], "password": PASSWORD})
+    assert (await seen())["last_login"] == login.json()["user"]["last_login"] != first["last_login"]
+    # read once, then from the cache again
+    await User.filter(id=user_id).update(pending_email="behind-its-back@example.com")
+    assert (await seen())["pending_email"] is None
+    new_email = f"{unique()}@example.com"
+    r = await client.post("/user/me/email", json={"email": new_email, "password": PASSWORD}, headers=auth)
+    assert r.status_code == 202
+    assert (await seen())["pending_email"] == new_email
+    # a password change cancels the pending address (and keeps this session)
+    r = await client.post(
+        "/user/me/password",
+        json={"current_password": PASSWORD, "new_password": "Another-Passw0rd-9"},
+        headers=auth,
+    )
+    assert r.status_code == 204
+    assert (await seen())["pending_email"] is None
+    # verifying the address
+    token = links.make(links.VERIFY, await User.get(id=user_id))
+    assert (await client.post("/user/email/verify", json={"token": token})).status_code == 200
+    assert (await seen())["email_verified"] is True
+    # staff changes
+    staff = unique("st")
+    await accounts.create_user(staff, f"{staff}@example.com", PASSWORD, is_staff=True, is_superuser=True)
+    staff_login = await client.post("/user/login", json={"username": staff, "password": PASSWORD})
+    staff_auth = bearer(staff_login.json()["access_token"])
+    r = await client.patch(f"/admin/users/{user_id}", json={"is_staff": True}, headers=staff_auth)
+    assert r.status_code == 200, r.text
+    assert (await seen())["is_staff"] is True
+
+
+def test_a_change_through_one_worker_is_in_the_user_object_of_every_worker(two_workers):
+    def fresh(method, path, **kw):
+        with httpx.Client(base_url=two_workers) as c:
+            return c.request(method, path, **kw)
+
+    name = "w" + os.urandom(4).hex()
+    reg = fresh(
+        "POST",
+        "/user/register",
+        json={"username": name, "email": f"{name}@example.com", "password": "Corr3ct-Horse-Battery"},
+    ).json()
+    auth = bearer(reg["access_token"])
+    before = [fresh("GET", "/user/me", headers=auth) for _ in range(60)]
+    assert {r.json()["username"] for r in before} == {name}
+    assert len({worker_of(r) for r in before}) == 2, "one worker answered everything: the test proves nothing"
+    renamed = name + "x"
+    assert fresh("PATCH", "/user/me", json={"username": renamed}, headers=auth).status_code == 200
+    after = [fresh("GET", "/user/me", headers=auth) for _ in range(60)]
+    assert {r.json()["username"] for r in after} == {renamed}
+    assert len({worker_of(r) for r in after}) == 2
+    # a login (through whichever worker) moves last_login in both workers' copies
+    login = fresh("POST", "/user/login", json={"username": renamed, "password": "Corr3ct-Horse-Battery"})
+    after = [fresh("GET", "/user/me", headers=auth) for _ in range(60)]
+    assert {r.json()["last_login"] for r in after} == {login.json()["user"]["last_login"]}
+    assert len({worker_of(r) for r in after}) == 2

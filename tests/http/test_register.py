@@ -25,10 +25,13 @@ async def test_register_returns_token_pair_and_user(client):
         "is_active",
         "is_staff",
         "email_verified",
+        "pending_email",
+        "has_usable_password",
         "date_joined",
         "last_login",
     }
     assert user["email"] == f"{name}@example.com" and user["email_verified"] is False
+    assert user["pending_email"] is None and user["has_usable_password"] is True
     assert user["is_active"] is True and user["is_staff"] is False
     assert user["date_joined"].endswith("Z") and user["last_login"] == user["date_joined"]
 

@@ -61,9 +61,18 @@ async def notices(postgres):
     await connection.close()
 
 
+async def registered(client, notices) -> dict:
+    """A new account; its first session moved last_login, which is notified as a profile change (its
+    user object changed; its sessions and rights did not)."""
+    account = await register(client)
+    message = json.loads(await asyncio.wait_for(notices.get(), 2))
+    assert message == {"s": [], "u": [], "p": [account["user"]["id"]]}
+    return account
+
+
 async def test_a_logout_is_notified_with_exactly_its_session(client, notices):
-    pair = await register(client)
-    other = await register(client)
+    pair = await registered(client, notices)
+    other = await registered(client, notices)
     assert (await client.post("/user/logout", headers=bearer(pair["access_token"]))).status_code == 204
     message = json.loads(await asyncio.wait_for(notices.get(), 2))
     assert message == {"s": [session_of(pair)], "u": []}
@@ -71,7 +80,7 @@ async def test_a_logout_is_notified_with_exactly_its_session(client, notices):
 
 
 async def test_a_rolled_back_ending_notifies_nobody(client, notices):
-    pair = await register(client)
+    pair = await registered(client, notices)
     with pytest.raises(RuntimeError):
         async with sessions.ending() as end:
             assert await end.session(session_of(pair), "logout")

@@ -29,11 +29,13 @@ class Heard:
     def __init__(self) -> None:
         self.sessions: list[str] = []
         self.users: list[int] = []
+        self.profiles: list[int] = []
         self.everything = 0
 
-    def forget(self, sessions, users) -> None:
+    def forget(self, sessions, users, profiles=()) -> None:
         self.sessions += sessions
         self.users += users
+        self.profiles += profiles
 
     def forget_all(self) -> None:
         self.everything += 1
@@ -70,6 +72,15 @@ def test_a_reader_hears_exactly_what_was_revoked(tmp_path):
     heard = Heard()
     reader.catch_up(heard)
     assert (heard.sessions, heard.users, heard.everything) == ([session], [42], 0)
+
+
+def test_a_reader_hears_which_user_objects_changed(tmp_path):
+    writer, reader, heard = LocalEpoch(str(tmp_path / "e")), LocalEpoch(str(tmp_path / "e")), Heard()
+    session = str(uuid.uuid4())
+    writer.write(profiles=[7])
+    writer.write([session], [8], [9, 10])
+    reader.catch_up(heard)
+    assert (heard.sessions, heard.users, heard.profiles, heard.everything) == ([session], [8], [7, 9, 10], 0)
 
 
 def test_naming_nothing_means_everything(tmp_path):
@@ -119,6 +130,11 @@ def test_cross_host_messages_carry_sessions_and_accounts_and_fail_safe():
     heard = Heard()
     revocation.deliver(revocation.encode([session], [3]), heard)
     assert (heard.sessions, heard.users, heard.everything) == ([session], [3], 0)
+    revocation.deliver(revocation.encode([], [], [5, 4]), heard)  # user objects changed, nothing else
+    assert (heard.sessions, heard.users, heard.profiles, heard.everything) == ([session], [3], [4, 5], 0)
+    revocation.deliver('{"p": ["x"]}', heard)
+    assert heard.everything == 1
+    heard.everything = 0
     for unreadable in (
         "",
         "not json",
