@@ -16,6 +16,7 @@ import { fileURLToPath } from "node:url";
 
 import { chromium } from "playwright-core";
 
+import { chromiumOptions } from "./chromium.mjs";
 import { serve } from "./serve.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -205,20 +206,7 @@ function totp(secret, offset = 0) {
 // --- the browser -------------------------------------------------------------------------------
 mkdirSync(shots, { recursive: true });
 rmSync(join(shots, "failure.png"), { force: true });
-browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: !process.env.HEADED,
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-  timeout: 20_000,
-});
+browser = await chromium.launch(chromiumOptions({ headless: !process.env.HEADED }));
 
 // The leak check: every refresh token the browser was ever given (the Set-Cookie headers of every
 // response, rotations included) or held (its cookie jar, sampled after every step and every token
