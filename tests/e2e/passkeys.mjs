@@ -8,6 +8,9 @@
 // CHROMIUM (default /usr/bin/chromium), PROFILE_DIR (a fresh directory for --user-data-dir).
 import { chromium } from "playwright-core";
 
+// the launch flags the SPA's browser suite uses too (one list for both)
+import { chromiumOptions } from "../../frontend/scripts/chromium.mjs";
+
 const DEADLINE_MS = 50_000;
 const timer = setTimeout(() => {
   console.error(`gave up after ${DEADLINE_MS} ms`);
@@ -21,20 +24,7 @@ if (!pageUrl || !profileDir) {
   process.exit(2);
 }
 
-const context = await chromium.launchPersistentContext(profileDir, {
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-  timeout: 20_000,
-});
+const context = await chromium.launchPersistentContext(profileDir, chromiumOptions());
 let exitCode = 0;
 try {
   const page = context.pages()[0] || (await context.newPage());

@@ -1,5 +1,5 @@
 // Names for the generated schemas (schema.d.ts, from the service's OpenAPI document).
-import type { components } from "./schema";
+import type { components, operations } from "./schema";
 
 type Schemas = components["schemas"];
 
@@ -13,11 +13,15 @@ export type Passkey = Schemas["PasskeyOut"];
 export type TOTPSetup = Schemas["TOTPSetupOut"];
 
 /**
- * A token response in the cookie transport (BrowserTokenOut on the server): no refresh token, that
- * one is an HttpOnly cookie. The OpenAPI document names TokenPairOut (refresh_token required) for
- * every token route whatever the transport, so the answers are narrowed to this here.
+ * A token answer in the cookie transport (`X-Token-Transport: cookie`): no refresh token in the body,
+ * that one is an HttpOnly cookie. The token routes answer `TokenPairOut | BrowserTokenOut`; every
+ * one of them is assignable to this.
  */
-export type BrowserTokens = Omit<Schemas["TokenPairOut"], "refresh_token">;
+export type BrowserTokens = Schemas["BrowserTokenOut"];
+/** The cookie transport's refresh body: `{}` (the token is the cookie). */
+export type CookieRefresh = Schemas["CookieRefreshIn"];
+/** The request headers of the routes that answer tokens (the transport's header). */
+export type TokenRouteHeaders = NonNullable<operations["refresh_token"]["parameters"]["header"]>;
 
 export function needsSecondFactor(answer: object): answer is SecondFactorRequired {
   return "mfa_token" in answer;

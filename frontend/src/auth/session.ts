@@ -17,7 +17,7 @@ import { reactive } from "vue";
 
 import { API_BASE } from "@/api/base";
 import { ApiError, networkError, problemOf } from "@/api/problem";
-import type { BrowserTokens, SecondFactorRequired, User } from "@/api/types";
+import type { BrowserTokens, CookieRefresh, SecondFactorRequired, TokenRouteHeaders, User } from "@/api/types";
 
 const LOCK = "auth-refresh";
 const CHANNEL = "auth";
@@ -30,7 +30,8 @@ const MARGIN_MS = 30_000;
 /** How long a tab that waited on the lock waits for the other tab's token before refreshing itself. */
 const HANDOVER_MS = 2_000;
 
-export const TRANSPORT_HEADERS = { "X-Token-Transport": "cookie" } as const;
+/** The header that asks the token routes for the cookie transport (declared by the API's document). */
+export const TRANSPORT_HEADERS = { "X-Token-Transport": "cookie" } as const satisfies Required<TokenRouteHeaders>;
 
 /** "signed-out": someone chose to (logout, logout-all, deletion, a reset); "ended": the service refused the session. */
 export type SignOutReason = "signed-out" | "ended";
@@ -133,6 +134,10 @@ function waitForToken(before: string | null, ms: number): Promise<void> {
   });
 }
 
+// A plain fetch, not the typed client (typed all the same, by the document's names): the client's
+// every call goes through currentToken()/refresh() of this module, so the refresh itself must stay out
+// of it (a call of the client from here that were not on its public list would wait on its own
+// in-flight refresh for ever), and the client module imports this one.
 async function spendCookie(): Promise<string | null> {
   let response: Response;
   try {
@@ -140,7 +145,7 @@ async function spendCookie(): Promise<string | null> {
       method: "POST",
       credentials: "include",
       headers: { "Content-Type": "application/json", ...TRANSPORT_HEADERS },
-      body: "{}",
+      body: JSON.stringify({} satisfies CookieRefresh),
     });
   } catch {
     throw networkError();
@@ -148,7 +153,7 @@ async function spendCookie(): Promise<string | null> {
   const body: unknown = await response.json().catch(() => null);
   if (response.ok) {
     storage()?.setItem(REFRESHED_AT, String(Date.now()));
-    signedIn(body as BrowserTokens);
+    signedIn(body as BrowserTokens); // 200 in the cookie transport: BrowserTokenOut
     return accessToken;
   }
   if (response.status === 401 || response.status === 403) {
