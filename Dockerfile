@@ -1,12 +1,29 @@
 # The service's image: uvicorn workers serving app:app on port 8000, meant to sit behind nginx
-# (compose.yaml runs it with PostgreSQL, Redis and nginx; README, "Docker Compose").
-#   docker build -t authservice .
+# (compose.yaml runs it with PostgreSQL, Redis and nginx; README, "Docker Compose"). It carries the
+# web app's build too (frontend/dist, the app's FRONTEND_DIST), so the image alone serves the SPA.
+#   docker build -t authservice .                  # the last stage, the app: the default target
+#   docker build --target web -t authservice-web . # nginx with deploy/nginx.compose.conf and the same build
 #   docker run --rm --env-file <settings> authservice python manage.py migrate   # migrations: a separate run
 #   docker run -d --env-file <settings> -p 127.0.0.1:8000:8000 authservice
 # No setting and no secret is baked in: SECRET_KEY, DATABASE_URL, ALLOWED_HOSTS and the rest come from
 # the environment when a container starts (.env.example lists them), and the app refuses to start
-# without SECRET_KEY. No Docker engine runs where this project is tested: tests/system/
-# test_deploy_files.py checks this file statically.
+# without SECRET_KEY. No Docker engine runs where this project is tested, so `docker build` has never
+# run on this file here: tests/system/test_deploy_files.py checks it statically.
+
+# --- spa: the web app (frontend/), built once for both the app's image and nginx's
+FROM node:20-slim AS spa
+
+WORKDIR /src/frontend
+# What npm reads first, so this layer is rebuilt when the dependencies change, not when the sources
+# do. `npm install --no-save`, as the Makefile's `spa` target does: it installs what package-lock.json
+# pins and changes nothing; `npm ci` refuses the lock because Vite 8.4's Windows-only optional
+# dependency is missing from the registry this project is built against.
+COPY frontend/package.json frontend/package-lock.json frontend/.npmrc ./
+RUN npm install --no-audit --no-fund --no-save
+# the sources (.dockerignore keeps node_modules/ and dist/ out, so the install above stays)
+COPY frontend/ ./
+# the type check (vue-tsc), then dist/: index.html, favicon.svg, hashed files under assets/
+RUN npm run build
 
 # --- build: the dependencies, into a virtualenv that the runtime stage copies without the build's leftovers
 FROM python:3.11-slim AS build
@@ -23,8 +40,14 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 RUN pip install .
 
-# --- runtime
-FROM python:3.11-slim
+# --- web: nginx for compose.yaml, serving the same build in front of the app (deploy/nginx.compose.conf,
+# whose `root` is where the build goes). Before the app's stage: the last stage is the default target.
+FROM nginx:1.30-alpine AS web
+COPY deploy/nginx.compose.conf /etc/nginx/conf.d/default.conf
+COPY --from=spa /src/frontend/dist /usr/share/nginx/authservice
+
+# --- runtime: the app (the default target)
+FROM python:3.11-slim AS runtime
 
 # Logs reach `docker logs` as they are written; the code is compiled below, by root, once.
 ENV PYTHONUNBUFFERED=1 \
@@ -44,6 +67,8 @@ COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 COPY app.py manage.py middleware.py settings.py ./
 COPY apps ./apps
+# settings.FRONTEND_DIST's default (BASE_DIR/frontend/dist): the app serves the web app at / on its own
+COPY --from=spa /src/frontend/dist ./frontend/dist
 RUN python -m compileall -q /app
 
 USER 10001:10001

@@ -10,6 +10,7 @@ import contextlib
 import glob
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -291,6 +292,52 @@ def live_server(database_url: str, log_dir: Path, *uvicorn_args: str, env: dict[
                 proc.kill()
                 proc.wait()
                 raise
+
+
+def api_paths() -> list[str]:
+    """A request path for every route of create_app() (the API docs on, no web app build, so every
+    route the app can have and none of the web app's) and for /metrics, which middleware answers:
+    what a front such as deploy/nginx.conf must hand to the app, whatever else it serves."""
+    from starlette.convertors import FloatConvertor, IntegerConvertor, PathConvertor, UUIDConvertor
+
+    import settings
+    from app import create_app
+    from apps.core import metrics
+
+    samples = {
+        IntegerConvertor: 1,
+        FloatConvertor: 1.5,
+        UUIDConvertor: uuid.UUID(int=1),
+        PathConvertor: "a/b",
+    }
+    saved = settings.API_DOCS, settings.FRONTEND_DIST
+    settings.API_DOCS, settings.FRONTEND_DIST = True, Path(tempfile.gettempdir()) / "no-such-build"
+    try:
+        app = create_app(settings.tortoise_config("sqlite://:memory:"))
+    finally:
+        settings.API_DOCS, settings.FRONTEND_DIST = saved
+    paths = {metrics.METRICS_PATH}
+    for route in app.routes:  # Route and Mount alike: a path format and its parameters' convertors
+        values = {
+            name: convertor.to_string(samples.get(type(convertor), "x"))
+            for name, convertor in route.param_convertors.items()
+        }
+        paths.add(route.path_format.format(**values))
+    return sorted(paths)
+
+
+def spa_paths() -> list[str]:
+    """The web app's client-side routes (frontend/src/router.ts), children joined to their parent and
+    parameterised paths (the not-found catch-all) left out: what a browser navigates to."""
+    text = (ROOT / "frontend" / "src" / "router.ts").read_text()
+    paths, parent = [], ""
+    for path in re.findall(r"\bpath: \"([^\"]*)\"", text):
+        if path.startswith("/"):
+            parent = path
+            paths.append(path)
+        elif path:  # a child, after its parent in the file
+            paths.append(parent.rstrip("/") + "/" + path)
+    return [p for p in paths if ":" not in p]
 
 
 def unique(prefix: str = "u") -> str:

@@ -4,10 +4,13 @@ deploy/nginx.compose.conf and deploy/compose.env.example.
 No Docker engine runs where this project is tested, so nothing here builds the image or starts a
 container: these tests read the files and hold them to what the deployment needs (the four services
 with healthchecks and their start-up order, no secret in a file, a non-root image that serves what
-settings.py requires, a build context without .env or .venv). The nginx file is the exception to
-"statically": it goes through the real `nginx -t`, with the compose host name the only substitution,
-and its locations must be deploy/nginx.conf's, which tests/system/test_nginx.py runs for real. Not
-marked `system`: fast, part of `make test`; without nginx the `nginx -t` test fails, it does not skip.
+settings.py requires, one npm build of the web app in both the app's image and nginx's, a build
+context without .env, .venv or node_modules). The nginx file is the exception to "statically": it
+goes through the real `nginx -t`, with the compose host name the only substitution, and its locations
+must be deploy/nginx.conf's, which tests/system/test_nginx.py runs for real. Both nginx files are
+held to sending every route of the app to the app (nginx's own location matching, applied here to
+each route of create_app()), so a new API route is never shadowed by the web app's files. Not marked
+`system`: fast, part of `make test`; without nginx the `nginx -t` test fails, it does not skip.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import ROOT, free_port
+import settings
+from tests.helpers import ROOT, api_paths, free_port, spa_paths
 
 COMPOSE = ROOT / "compose.yaml"
 DOCKERFILE = ROOT / "Dockerfile"
@@ -73,6 +77,43 @@ def final_stage() -> list[tuple[str, str]]:
     return instructions[last_from:]
 
 
+def stages() -> dict[str, list[tuple[str, str]]]:
+    """Stage name (`FROM image AS name`, else its index) -> its instructions, FROM first, in order."""
+    named: dict[str, list[tuple[str, str]]] = {}
+    for keyword, arguments in dockerfile_instructions():
+        if keyword == "FROM":
+            words = arguments.split()
+            name = words[2] if len(words) == 3 and words[1].upper() == "AS" else str(len(named))
+            named[name] = []
+        named[name].append((keyword, arguments))
+    return named
+
+
+def base_image(stage: list[tuple[str, str]]) -> str:
+    return stage[0][1].split()[0]
+
+
+def copies_from(stage: list[tuple[str, str]], source_stage: str) -> list[tuple[str, str]]:
+    """(source, destination) of each `COPY --from=source_stage`, destinations made absolute by the
+    stage's WORKDIR at that point."""
+    copies, workdir = [], "/"
+    for keyword, arguments in stage:
+        if keyword == "WORKDIR":
+            workdir = os.path.join(workdir, arguments)
+        elif keyword == "COPY" and arguments.startswith(f"--from={source_stage} "):
+            source, destination = arguments.split()[1:]
+            copies.append((source, os.path.normpath(os.path.join(workdir, destination))))
+    return copies
+
+
+def workdir_of(stage: list[tuple[str, str]]) -> str:
+    workdir = "/"
+    for keyword, arguments in stage:
+        if keyword == "WORKDIR":
+            workdir = os.path.join(workdir, arguments)
+    return workdir
+
+
 def env_file_names(path: Path, *, commented: bool = False) -> dict[str, str]:
     """NAME -> value of a dotenv file; with `commented`, `# NAME=value` lines count too."""
     pattern = r"^(?:#\s*)?([A-Z][A-Z0-9_]*)=(.*)$" if commented else r"^([A-Z][A-Z0-9_]*)=(.*)$"
@@ -80,9 +121,9 @@ def env_file_names(path: Path, *, commented: bool = False) -> dict[str, str]:
 
 
 def app_services(services: dict) -> dict[str, dict]:
-    """The services that run this project's image: built here, or using the image built here."""
+    """The services that run the app's image (nginx's, built here too, is another image)."""
     image = services["app"]["image"]
-    return {name: s for name, s in services.items() if "build" in s or s.get("image") == image}
+    return {name: s for name, s in services.items() if s.get("image") == image}
 
 
 # --- compose.yaml ------------------------------------------------------------------------------
@@ -94,9 +135,17 @@ def test_compose_has_the_four_services_and_builds_the_app_from_the_dockerfile(se
     context = ROOT / (build if isinstance(build, str) else build["context"])
     dockerfile = "Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile")
     assert (context / dockerfile).resolve() == DOCKERFILE
+    # the app's image is the Dockerfile's default target, its last stage (`docker build .` gives it)
+    assert isinstance(build, str) or "target" not in build, build
     assert re.fullmatch(r"postgres:16(\.\d+)?(-[a-z0-9]+)?", services["postgres"]["image"])
     assert re.fullmatch(r"redis:7(\.\d+)*(-[a-z0-9]+)?", services["redis"]["image"])
-    assert services["nginx"]["image"].startswith("nginx:")
+    # nginx: the Dockerfile's nginx stage, carrying the web app's build and its configuration
+    nginx_build = services["nginx"]["build"]
+    assert (
+        ROOT / nginx_build["context"] / nginx_build.get("dockerfile", "Dockerfile")
+    ).resolve() == DOCKERFILE
+    assert base_image(stages()[nginx_build["target"]]).startswith("nginx:"), nginx_build
+    assert services["nginx"]["image"] != services["app"]["image"]
     # PostgreSQL's data outlives its container
     volumes = services["postgres"]["volumes"]
     assert any(v.split(":")[1] == "/var/lib/postgresql/data" for v in volumes), volumes
@@ -213,9 +262,13 @@ def test_every_setting_the_dockerfile_and_compose_mention_is_in_env_example(serv
 
 
 def test_dockerfile_pins_python_3_11_and_runs_as_a_non_root_user():
-    instructions = dockerfile_instructions()
-    bases = [arguments.split()[0] for keyword, arguments in instructions if keyword == "FROM"]
-    assert bases and all(re.fullmatch(r"python:3\.11(\.\d+)?-slim(-\w+)?", b) for b in bases), bases
+    bases = {name: base_image(stage) for name, stage in stages().items()}
+    python = {name: base for name, base in bases.items() if base.startswith("python:")}
+    assert python and all(re.fullmatch(r"python:3\.11(\.\d+)?-slim(-\w+)?", b) for b in python.values())
+    # besides them, only the web app's Node build and nginx's image; the app is the last stage
+    others = [b for b in bases.values() if b not in python.values()]
+    assert all(b == "node:20-slim" or re.fullmatch(r"nginx:[\w.-]+", b) for b in others), bases
+    assert base_image(final_stage()) in python.values()
     users = [arguments for keyword, arguments in final_stage() if keyword == "USER"]
     assert users, "the final stage has no USER: the container would run as root"
     user = users[-1].split(":")[0]
@@ -247,6 +300,9 @@ def test_dockerfile_installs_the_project_without_dev_extras_and_bakes_no_secret(
     instructions = dockerfile_instructions()
     installs = [a for k, a in instructions if k == "RUN" and "pip install" in a]
     assert installs == ["pip install ."], installs
+    # the web app: what package-lock.json pins, without the lock's rewrite (npm ci refuses the lock)
+    npm = [a for k, a in instructions if k == "RUN" and "npm " in a]
+    assert npm == ["npm install --no-audit --no-fund --no-save", "npm run build"], npm
     for keyword, arguments in instructions:
         if keyword in {"ENV", "ARG"}:
             assert not SECRET_NAME.search(arguments), (keyword, arguments)
@@ -254,6 +310,31 @@ def test_dockerfile_installs_the_project_without_dev_extras_and_bakes_no_secret(
             sources = [s for s in arguments.split()[:-1] if not s.startswith("--")]
             assert not any(Path(s).name.startswith(".env") for s in sources), arguments
             assert "." not in sources, "COPY . copies whatever the context holds"
+
+
+def test_dockerfile_builds_the_web_app_once_for_the_app_and_for_nginx():
+    named = stages()
+    spa = named["spa"]
+    assert base_image(spa) == "node:20-slim"  # frontend/package.json: node >= 20.19
+    # install from the manifest and the lock before the sources, so a source change reuses the install
+    copied = [a.split()[:-1] for k, a in spa if k == "COPY"]
+    assert copied[0] == ["frontend/package.json", "frontend/package-lock.json", "frontend/.npmrc"], copied
+    assert copied[1] == ["frontend/"], copied
+    dist = os.path.join(workdir_of(spa), "dist")
+    # the app's image: where settings.FRONTEND_DIST's default points, relative to the code
+    runtime = final_stage()
+    default = settings.BASE_DIR / "frontend" / "dist"
+    if "FRONTEND_DIST" not in os.environ:
+        assert default == settings.FRONTEND_DIST
+    expected = os.path.join(workdir_of(runtime), str(default.relative_to(settings.BASE_DIR)))
+    assert copies_from(runtime, "spa") == [(dist, expected)]
+    # nginx's image: the same build where deploy/nginx.compose.conf's root says, and that file
+    web = named[yaml.safe_load(COMPOSE.read_text())["services"]["nginx"]["build"]["target"]]
+    roots = re.findall(r"^\s*root\s+([^;\s]+);", COMPOSE_NGINX.read_text(), re.M)
+    assert copies_from(web, "spa") == [(dist, roots[0])] and len(roots) == 1, roots
+    assert ("COPY", "deploy/nginx.compose.conf /etc/nginx/conf.d/default.conf") in web
+    # and the app's image, the default target, is last
+    assert list(named).index("spa") < list(named).index("runtime") == len(named) - 1
 
 
 def test_dockerfile_copies_every_top_level_module():
@@ -324,11 +405,31 @@ def test_dockerignore_keeps_secrets_and_local_state_out_of_the_build_context():
         ".pytest_cache/v/cache/lastfailed",
         ".git/HEAD",
         "jwt-private.pem",
+        # npm's install and the build are made in the image, never taken from the checkout
+        "frontend/node_modules/vite/package.json",
+        "frontend/dist/index.html",
+        "frontend/dist/assets/index-abc123.js",
+        "frontend/screenshots/login.png",
+        "tests/e2e/node_modules/playwright-core/package.json",
+        "deploy/nginx.conf",
     ):
         assert not sent_to_the_builder(path), path
-    needed = {"pyproject.toml", "README.md", *(p.name for p in ROOT.glob("*.py"))}
-    needed |= {str(p.relative_to(ROOT)) for p in (ROOT / "apps").rglob("*") if p.is_file()}
-    needed = {p for p in needed if "__pycache__" not in p}
+    needed = {
+        "pyproject.toml",
+        "README.md",
+        "deploy/nginx.compose.conf",
+        *(p.name for p in ROOT.glob("*.py")),
+    }
+    for directory in ("apps", "frontend"):
+        needed |= {str(p.relative_to(ROOT)) for p in (ROOT / directory).rglob("*") if p.is_file()}
+    needed = {
+        p
+        for p in needed
+        if "__pycache__" not in p
+        and not p.startswith(("frontend/node_modules/", "frontend/dist/"))
+        and not p.startswith("frontend/screenshots/")
+    }
+    assert "frontend/package-lock.json" in needed and "frontend/src/main.ts" in needed
     assert not {p for p in needed if not sent_to_the_builder(p)}
 
 
@@ -344,22 +445,116 @@ def location_blocks(text: str) -> dict[str, str]:
 
 
 def test_compose_nginx_locations_are_the_deploy_files(services):
-    assert "./deploy/nginx.compose.conf:/etc/nginx/conf.d/default.conf:ro" in services["nginx"]["volumes"]
+    # baked into nginx's image by the Dockerfile (test_dockerfile_builds_the_web_app_once...), not mounted
+    assert "volumes" not in services["nginx"], services["nginx"].get("volumes")
     deploy, ours = DEPLOY_NGINX.read_text(), COMPOSE_NGINX.read_text()
     deploy_blocks, our_blocks = location_blocks(deploy), location_blocks(ours)
-    assert set(our_blocks) == {
+    assert list(our_blocks) == [
         "location ~ ^/user/(login|register|refresh-token|password/reset|email/verify)(/|$)",
+        r"location ~ ^/((user|admin|docs|\.well-known)(/|$)|(health|ready|metrics|openapi\.json)$)",
         "location @throttled",
+        "location @app",
+        "location ^~ /assets/",
+        "location = /index.html",
         "location /",
-    }, set(our_blocks)
+    ], list(our_blocks)
+    # in the same order: regex locations are tried in the order they are written
+    assert [line for line in deploy_blocks if line in our_blocks] == list(our_blocks)
     for line, block in our_blocks.items():
         assert block == deploy_blocks[line], f"{line} differs from deploy/nginx.conf's"
     for directive in ("limit_req_zone", "log_format", "client_max_body_size"):
         pattern = rf"^\s*{directive}\b[^;]*;"
         assert re.findall(pattern, ours, re.M) == re.findall(pattern, deploy, re.M), directive
+    maps = re.compile(r"^map\b.*?^\}", re.M | re.S)
+    assert maps.findall(ours) == maps.findall(deploy) and len(maps.findall(deploy)) == 1
     # plain HTTP on the port compose publishes, to the app service on the port its CMD serves
     assert re.findall(r"^\s*listen\s+([^;{\n]+);", ours, re.M) == ["80 default_server"]
     assert re.findall(r"^\s*server\s+([^;{\n]+);", ours, re.M) == ["app:8000"]
+
+
+def nginx_location(text: str, path: str) -> str:
+    """The `location` line of `text`'s server that nginx picks for `path`, by nginx's rules: an exact
+    match; else the longest matching prefix, final if it is `^~`; else the first matching regex, in
+    the file's order; else that longest prefix. Named (@) locations are never picked for a path."""
+    exact, prefixes, regexes = {}, [], []
+    for line in location_blocks(text):
+        modifier, _, argument = line.removeprefix("location ").partition(" ")
+        if not argument:
+            modifier, argument = "", modifier
+        if modifier == "=":
+            exact[argument] = line
+        elif modifier in ("", "^~"):
+            prefixes.append((argument, modifier == "^~", line))
+        elif modifier in ("~", "~*"):
+            regexes.append((re.compile(argument, re.I if modifier == "~*" else 0), line))
+        else:
+            assert modifier.startswith("@"), line
+    if path in exact:
+        return exact[path]
+    matching = [p for p in prefixes if path.startswith(p[0])]
+    longest = max(matching, key=lambda p: len(p[0]), default=None)
+    if longest is not None and longest[1]:
+        return longest[2]
+    for regex, line in regexes:
+        if regex.search(path):
+            return line
+    assert longest is not None, f"no location for {path}"
+    return longest[2]
+
+
+def test_nginx_location_follows_nginxs_rules():
+    text = (
+        "server {\n"
+        "    location ~ ^/user/login {\n    }\n"
+        "    location ~ ^/user/ {\n    }\n"
+        "    location ^~ /assets/ {\n    }\n"
+        "    location = /index.html {\n    }\n"
+        "    location /user/ {\n    }\n"
+        "    location / {\n    }\n"
+        "}\n"
+    )
+    assert nginx_location(text, "/user/login") == "location ~ ^/user/login"  # the first regex
+    assert nginx_location(text, "/user/me") == "location ~ ^/user/"  # a regex beats a prefix
+    assert nginx_location(text, "/assets/user/") == "location ^~ /assets/"
+    assert nginx_location(text, "/index.html") == "location = /index.html"
+    assert nginx_location(text, "/login") == "location /"
+
+
+def proxies_to_the_app(block: str) -> bool:
+    """The location hands the request to the app's upstream as it is, without looking for a file."""
+    return bool(re.search(r"^\s*proxy_pass http://authservice;", block, re.M)) and "try_files" not in block
+
+
+@pytest.mark.parametrize("conf", [DEPLOY_NGINX, COMPOSE_NGINX], ids=lambda p: p.name)
+def test_every_route_of_the_app_is_proxied_to_the_app(conf):
+    text = conf.read_text()
+    blocks = location_blocks(text)
+    # the upstream is the app (the port its CMD and the README's uvicorn serve)
+    upstream = re.search(r"^upstream authservice \{\n(.*?)^\}", text, re.M | re.S)
+    assert upstream and re.search(r"^\s*server (127\.0\.0\.1|app):8000;", upstream.group(1), re.M)
+    paths = api_paths()
+    assert {"/user/me", "/admin/users", "/health", "/openapi.json", "/docs", "/metrics"} <= set(paths)
+    shadowed = {}
+    for path in paths:
+        line = nginx_location(text, path)
+        if not proxies_to_the_app(blocks[line]):
+            shadowed[path] = line
+    assert not shadowed, f"{conf.name}: routes of the app that nginx does not send to it: {shadowed}"
+
+
+@pytest.mark.parametrize("conf", [DEPLOY_NGINX, COMPOSE_NGINX], ids=lambda p: p.name)
+def test_the_web_apps_routes_are_served_from_its_build(conf):
+    # frontend/src/router.ts: no client-side route may start with an API prefix; this holds it to that
+    text = conf.read_text()
+    blocks = location_blocks(text)
+    paths = spa_paths()
+    assert {"/", "/login", "/verify-email", "/reset-password", "/settings/email"} <= set(paths), paths
+    for path in [*paths, "/no/such/page"]:
+        line = nginx_location(text, path)
+        assert line == "location /" and "try_files $uri $authservice_not_a_file;" in blocks[line], (
+            path,
+            line,
+        )
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,12 @@
 """deploy/nginx.conf, as shipped, in front of two uvicorn workers: Debian's real nginx, real TLS.
 
 The deploy file is adapted only where a test must differ from a host (ports, upstream addresses,
-certificate and log paths, plus an `X-Upstream` response header that shows which worker answered)
-and wrapped in a minimal main configuration; every substitution must match, so a change to the
-file cannot silently leave a check testing something else. Marked `system` (`make test-system`);
+certificate and log paths, the web app's root, plus an `X-Upstream` response header on the locations
+that proxy to the app, which shows which worker answered, and that one did) and wrapped in a minimal
+main configuration like Debian's (mime.types included); every substitution must match exactly once,
+so a change to the file cannot silently leave a check testing something else. The web app is a
+build of the test's own (a page, a hashed asset, a favicon: no Node needed), and the workers have
+none, so whatever looks like the web app came from nginx. Marked `system` (`make test-system`);
 without nginx these tests fail, they do not skip.
 """
 
@@ -29,12 +32,35 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.helpers import PASSWORD, ROOT, bearer, free_port, live_server, unique
+from apps.core import spa
+from tests.helpers import PASSWORD, ROOT, api_paths, bearer, free_port, live_server, spa_paths, unique
 
 pytestmark = pytest.mark.system
 
 DEPLOY_CONF = ROOT / "deploy" / "nginx.conf"
 SPOOFED_IP = "203.0.113.66"
+
+# The test's web app build: what Vite makes, in miniature.
+INDEX = (
+    b'<!doctype html><title>test build</title><script type="module" src="/assets/app-abc123.js"></script>\n'
+)
+ASSET = b"console.log('app-abc123')\n"
+FAVICON = b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 1 1"/>\n'
+OUTSIDE = b"outside the build"
+# what a browser sends when it navigates; an API client
+HTML = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+JSON = {"Accept": "application/json"}
+
+
+def fake_build(directory: Path) -> Path:
+    """A web app build in `directory`/dist, and beside it a file no request may reach."""
+    dist = directory / "dist"
+    (dist / "assets").mkdir(parents=True)
+    (dist / "index.html").write_bytes(INDEX)
+    (dist / "assets" / "app-abc123.js").write_bytes(ASSET)
+    (dist / "favicon.svg").write_bytes(FAVICON)
+    (directory / "secret.txt").write_bytes(OUTSIDE)
+    return dist
 
 
 def substitute(text: str, pattern: str, replacement: str) -> str:
@@ -115,7 +141,19 @@ def nginx() -> str:
     return path
 
 
-def nginx_config(directory: Path, upstreams: list[str], echo: str) -> tuple[Path, int, Path]:
+def mime_types(binary: str) -> Path:
+    """The mime.types of this nginx, which Debian's nginx.conf includes in http { }, as the deploy
+    file expects: without it every file of the web app would be served as text/plain."""
+    version = subprocess.run([binary, "-V"], capture_output=True, text=True).stderr
+    conf = re.search(r"--conf-path=(\S+)", version)
+    path = Path(conf.group(1)).parent / "mime.types" if conf else Path("/etc/nginx/mime.types")
+    assert path.is_file(), f"{path} is missing (Debian's nginx-common installs it)"
+    return path
+
+
+def nginx_config(
+    binary: str, directory: Path, upstreams: list[str], echo: str, dist: Path
+) -> tuple[Path, int, Path]:
     """The deploy file, adapted to this test, inside a main config; returns (config, https port, log)."""
     https_port, http_port = free_port(), free_port()
     cert, key = self_signed_certificate(directory)
@@ -128,10 +166,12 @@ def nginx_config(directory: Path, upstreams: list[str], echo: str) -> tuple[Path
     site = substitute(site, r"\bssl_certificate\s+\S+;", f"ssl_certificate {cert};")
     site = substitute(site, r"\bssl_certificate_key\s+\S+;", f"ssl_certificate_key {key};")
     site = substitute(site, r"\baccess_log\s+/[^\s;]+", f"access_log {access_log}")
-    # test-only: which worker answered
-    site = substitute(
-        site, r"location / \{", "location / {\n        add_header X-Upstream $upstream_addr always;"
-    )
+    site = substitute(site, r"\n    root\s+/[^\s;]+;", f"\n    root {dist};")
+    # test-only: which worker answered, on each location that proxies to the app (and only there)
+    upstream = r"\g<0>\n        add_header X-Upstream $upstream_addr always;"
+    site = substitute(site, r"location ~ \^/user/\(login\|[^\n{]*\{", upstream)  # the throttled auth routes
+    site = substitute(site, r"location ~ \^/\(\(user\|admin\|[^\n{]*\{", upstream)  # the API
+    site = substitute(site, r"location @app \{", upstream)  # what the build does not hold
     (directory / "authservice.conf").write_text(site)
     temp = "\n".join(
         f"    {kind}_temp_path {directory / kind};"
@@ -144,7 +184,8 @@ def nginx_config(directory: Path, upstreams: list[str], echo: str) -> tuple[Path
         + f"daemon off;\nworker_processes 2;\npid {directory / 'nginx.pid'};\n"
         f"error_log {directory / 'error.log'} info;\n"
         "events { worker_connections 256; }\n"
-        f"http {{\n{temp}\n    access_log {directory / 'other-access.log'};\n"
+        f"http {{\n    include {mime_types(binary)};\n    default_type application/octet-stream;\n{temp}\n"
+        f"    access_log {directory / 'other-access.log'};\n"
         f"    include {directory / 'authservice.conf'};\n}}\n"
     )
     return main, https_port, access_log
@@ -173,7 +214,13 @@ def front(nginx, database_url, tmp_path_factory):
     """nginx with deploy/nginx.conf before two `uvicorn app:app` workers sharing one database and one
     revocation counter (as a host's workers do), with the app's access log on."""
     directory = tmp_path_factory.mktemp("nginx")
-    worker_env = {"ACCESS_LOG": "true", "REVOCATION_EPOCH_FILE": str(directory / "revocation.epoch")}
+    worker_env = {
+        "ACCESS_LOG": "true",
+        "REVOCATION_EPOCH_FILE": str(directory / "revocation.epoch"),
+        # no web app in the workers: what looks like it can only have come from nginx's root
+        "FRONTEND_DIST": str(directory / "no-build"),
+        "API_DOCS": "true",
+    }
     proxy_args = ("--proxy-headers", "--forwarded-allow-ips", "127.0.0.1")
     with contextlib.ExitStack() as stack:
         bases = [
@@ -183,7 +230,9 @@ def front(nginx, database_url, tmp_path_factory):
         # live_server writes each worker's output to server-<port>.log in its log directory
         workers = [Worker(base, directory / f"server-{urlsplit(base).port}.log") for base in bases]
         echo, seen = stack.enter_context(echo_server())
-        config, https_port, access_log = nginx_config(directory, [w.address for w in workers], echo)
+        config, https_port, access_log = nginx_config(
+            nginx, directory, [w.address for w in workers], echo, fake_build(directory)
+        )
         check = subprocess.run(nginx_command(nginx, config, "-t"), capture_output=True, text=True)
         assert check.returncode == 0, f"nginx -t refused deploy/nginx.conf:\n{check.stderr}"
         output = directory / "nginx.out"
@@ -209,7 +258,9 @@ def front(nginx, database_url, tmp_path_factory):
 
 
 def test_deploy_file_passes_nginx_t(nginx, tmp_path):
-    config, _, _ = nginx_config(tmp_path, ["127.0.0.1:1", "127.0.0.1:2"], "127.0.0.1:3")
+    config, _, _ = nginx_config(
+        nginx, tmp_path, ["127.0.0.1:1", "127.0.0.1:2"], "127.0.0.1:3", fake_build(tmp_path)
+    )
     result = subprocess.run(nginx_command(nginx, config, "-t"), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "syntax is ok" in result.stderr and "test is successful" in result.stderr, result.stderr
@@ -367,6 +418,113 @@ async def test_logout_through_nginx_is_refused_by_both_workers(front):
             assert r.status_code == 401, (worker.address, r.text)
             assert r.json()["code"] == "invalid_token"
         assert await me_through_nginx(c, access, 401) == addresses
+
+
+# --- the web app: nginx serves the build, the app keeps the API ---------------------------------
+
+
+def assert_served_by_nginx(r: httpx.Response, body: bytes, headers: dict[str, str], content_type: str):
+    """`r` is the build's file `body`, with exactly apps/core/spa.py's `headers`, from nginx itself."""
+    assert r.status_code == 200, (r.status_code, r.text[:300])
+    assert r.content == body
+    assert r.headers["content-type"].split(";")[0] == content_type, r.headers
+    assert {name: r.headers.get_list(name) for name in headers} == {n: [v] for n, v in headers.items()}
+    assert "x-upstream" not in r.headers, "a worker answered, not nginx"
+
+
+def assert_answered_by_the_app(r: httpx.Response, status: int, code: str | None = None) -> None:
+    assert "x-upstream" in r.headers, f"nginx answered {r.request.url.path} itself: {r.status_code}"
+    assert r.status_code == status, (r.request.url.path, r.status_code, r.text[:300])
+    assert r.content != INDEX
+    if code is not None:
+        assert r.headers["content-type"] == "application/problem+json", r.headers
+        assert r.json()["code"] == code, r.json()
+
+
+async def test_a_browser_navigating_to_a_web_app_route_gets_the_page(front):
+    async with front.client() as c:
+        # every client-side route of frontend/src/router.ts, with a mail link's query, and a path the
+        # router answers with its own not-found page
+        for path in [*spa_paths(), "/verify-email?token=abc.def", "/reset-password?token=x", "/no/such/page"]:
+            r = await c.get(path, headers=HTML)
+            assert_served_by_nginx(r, INDEX, spa.PAGE_HEADERS, "text/html")
+        r = await c.head("/settings/email", headers=HTML)
+        assert r.status_code == 200 and r.headers["cache-control"] == spa.PAGE_HEADERS["Cache-Control"]
+        # no-cache: the page is revalidated, and an unchanged one costs a 304 with the same headers
+        r = await c.get("/login", headers={**HTML, "If-None-Match": r.headers["etag"]})
+        assert r.status_code == 304 and r.headers["cache-control"] == spa.PAGE_HEADERS["Cache-Control"]
+        assert r.headers["content-security-policy"] == spa.CONTENT_SECURITY_POLICY
+
+
+async def test_the_builds_files_carry_the_apps_headers(front):
+    async with front.client() as c:
+        r = await c.get("/assets/app-abc123.js")
+        assert_served_by_nginx(
+            r, ASSET, {"Cache-Control": spa.IMMUTABLE, **spa.SAFETY_HEADERS}, "application/javascript"
+        )
+        assert_served_by_nginx(await c.get("/favicon.svg"), FAVICON, spa.FILE_HEADERS, "image/svg+xml")
+        assert_served_by_nginx(await c.get("/index.html"), INDEX, spa.PAGE_HEADERS, "text/html")
+
+
+async def test_a_missing_asset_is_the_apps_404_not_the_page(front):
+    async with front.client() as c:
+        for headers in (HTML, JSON, {}):
+            r = await c.get("/assets/x.js", headers=headers)
+            assert_answered_by_the_app(r, 404, "not_found")
+            assert "immutable" not in r.headers.get("cache-control", "")
+
+
+async def test_the_apis_paths_reach_the_app_whatever_the_accept(front):
+    async with front.client() as c:
+        assert_answered_by_the_app(await c.get("/user/me", headers=HTML), 401, "not_authenticated")
+        r = await c.get("/openapi.json", headers=HTML)
+        assert_answered_by_the_app(r, 200)
+        assert r.json()["openapi"].startswith("3.")
+        r = await c.get("/docs", headers=HTML)
+        assert_answered_by_the_app(r, 200)
+        assert "swagger" in r.text.lower()
+        # a JSON client's unknown path, and a form posted to a page: the API's 404, as without nginx
+        assert_answered_by_the_app(await c.get("/no-such-thing", headers=JSON), 404, "not_found")
+        assert_answered_by_the_app(await c.post("/login", json={}, headers=HTML), 404, "not_found")
+        # every route of the app, as a browser navigating there: a worker answers, never the page
+        # (the throttled routes' share stays well inside their burst, which the last test needs)
+        for path in api_paths():
+            r = await c.get(path, headers=HTML)
+            assert "x-upstream" in r.headers and r.content != INDEX, (path, r.status_code)
+
+
+def raw_get(front: Front, target: str) -> tuple[int, bytes]:
+    """GET `target` as written, over TLS (a client library would normalise it); (status, response)."""
+    context = ssl.create_default_context(cafile=str(front.certificate))
+    request = f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/html\r\nConnection: close\r\n\r\n"
+    with (
+        socket.create_connection(("127.0.0.1", urlsplit(front.base).port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        tls.sendall(request.encode())
+        response = b""
+        while chunk := tls.recv(65536):
+            response += chunk
+    return int(response.split(b" ", 2)[1]), response
+
+
+def test_nothing_outside_the_root_is_served(front):
+    assert (front.certificate.parent / "secret.txt").read_bytes() == OUTSIDE  # beside the root
+    assert raw_get(front, "/favicon.svg")[1].endswith(FAVICON)  # raw_get reads what nginx serves
+    for target in (
+        "/../secret.txt",
+        "/%2e%2e/secret.txt",
+        "/..%2fsecret.txt",
+        "/assets/../../secret.txt",
+        "/assets/%2e%2e/%2e%2e/secret.txt",
+        "/assets/..%2f..%2fsecret.txt",
+        "/index.html/../../secret.txt",
+        "/./../secret.txt",
+    ):
+        status, response = raw_get(front, target)
+        assert OUTSIDE not in response, target
+        # nginx refuses a path above the root outright
+        assert status == 400, (target, response[:200])
 
 
 def auth_limit() -> tuple[int, int]:
