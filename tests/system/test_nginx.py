@@ -589,10 +589,17 @@ async def test_a_burst_of_logins_meets_nginx_429_and_me_does_not(front):
             assert r.headers["retry-after"] == "1" and r.headers["cache-control"] == "no-store"
             assert re.fullmatch(r"[0-9a-f]{32}", r.headers["x-request-id"]), r.headers
         assert answered_by_nginx(front, refused[0])
-        # the attempts let through reached the app, with nginx's request id: 401, not a 429
-        assert {r.status_code for r in passed} == {401}, [(r.status_code, r.text) for r in passed]
-        assert not answered_by_nginx(front, passed[0])
-        assert passed[0].json()["code"] == "invalid_credentials"
+        # the attempts let through reached the app, with nginx's request id: 401, not a 429; with a
+        # whole burst arriving at once, the app's hashing pool may shed some (its 503 `overloaded`,
+        # the last line behind nginx's): that is the app answering too
+        codes = {r.json()["code"] for r in passed}
+        assert "invalid_credentials" in codes and codes <= {"invalid_credentials", "overloaded"}, [
+            (r.status_code, r.text) for r in passed
+        ]
+        assert all(
+            r.status_code == (401 if r.json()["code"] == "invalid_credentials" else 503) for r in passed
+        )
+        assert not any(answered_by_nginx(front, r) for r in passed)
 
         # the same burst on /user/me, a route nginx does not throttle: every one answered by the app
         answers = await asyncio.gather(*(c.get("/user/me", headers=bearer(access)) for _ in range(attempts)))
