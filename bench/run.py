@@ -23,8 +23,9 @@ that fails, or does not start, is left out of the run with the reason in the res
 
 wrk (Debian package `wrk`) loads each server from a separate process; servers alternate scenario by
 scenario, round after round (A B C A B C ...), each measurement preceded by a discarded warm-up.
-Logins: 16 connections (4 on a gunicorn sync worker, which serves one request at a time: more would
-only queue), each row naming its hasher and parameters. Writes bench/results/<date>.md,
+Logins: the service's with 16 connections, as before; the peers' with 4 (enough to keep two cores
+hashing; a peer has no load shedding, and a longer queue would outlive the measurement), each row
+naming its hasher and parameters. Writes bench/results/<date>.md,
 latest.json and the table in README.md (--no-write: print only). `--only` and `--peers` pick
 scenarios and peers for a short check, e.g. `--rounds 1 --duration 2 --warmup 1 --no-scale
 --only 'bare,*_me' --peers litestar`.
@@ -397,15 +398,18 @@ def check_credentials(
 @dataclass
 class Login:
     scenario: str
+    label: str
     server: Server
     path: str
     users: int
     template: str = "bench%d"
     form: bool = False
-    hasher: str = ""
+    hasher: str = ""  # which of the hashes the peer's seeding printed the users have ("hash" if unset)
 
     def wrk(self, seconds: float) -> WrkResult:
-        connections = 4 if self.server.gunicorn else 16
+        # 4 connections keep two cores hashing (or a sync worker busy) without a queue that outlives the
+        # measurement (a peer's hashing has no load shedding; the service's login rows keep 16)
+        connections = 4
         args = (self.users, PASSWORD, self.template, "form" if self.form else "json")
         return wrk(
             self.server.url + self.path,
@@ -499,7 +503,13 @@ def make_peers(kind: str, args, tmp: Path, ours_url: str, argon2: dict) -> list[
                 me=[("fastapi_users_me", fu, "/users/me")],
                 logins=[
                     Login(
-                        "fastapi_users_login", fu, "/auth/jwt/login", USERS, "bench%d@example.com", form=True
+                        "fastapi_users_login",
+                        "fastapi-users",
+                        fu,
+                        "/auth/jwt/login",
+                        USERS,
+                        "bench%d@example.com",
+                        form=True,
                     )
                 ],
                 seed=("fastapi_users_app.py", env),
@@ -518,7 +528,7 @@ def make_peers(kind: str, args, tmp: Path, ours_url: str, argon2: dict) -> list[
                 "litestar",
                 [ls],
                 me=[("litestar_me", ls, "/me")],
-                logins=[Login("litestar_login", ls, "/login", USERS)],
+                logins=[Login("litestar_login", "Litestar", ls, "/login", USERS)],
                 seed=("litestar_app.py", env),
                 credential=_litestar_credential,
                 describe={"litestar_me": "Litestar: GET /me, JWTAuth, user read through advanced-alchemy"},
@@ -529,7 +539,9 @@ def make_peers(kind: str, args, tmp: Path, ours_url: str, argon2: dict) -> list[
         env |= {f"ARGON2_{k.upper()}": str(argon2[k]) for k in ("time_cost", "memory_cost", "parallelism")}
         py = peer_python("django")
         gunicorn = Server(f"django-gunicorn-{kind}", py, "django_app:application", env, cwd, gunicorn=True)
-        asgi = Server(f"django-uvicorn-{kind}", py, "django_app:asgi_application", env, cwd)
+        asgi = Server(
+            f"django-uvicorn-{kind}", py, "django_app:asgi_application", {**env, "DJANGO_SERVER": "asgi"}, cwd
+        )
         argon = Server(
             f"django-argon2-{kind}",
             py,
@@ -544,8 +556,23 @@ def make_peers(kind: str, args, tmp: Path, ours_url: str, argon2: dict) -> list[
                 [gunicorn, asgi, argon],
                 me=[("django_gunicorn_me", gunicorn, "/me"), ("django_uvicorn_me", asgi, "/me")],
                 logins=[
-                    Login("django_gunicorn_login", gunicorn, "/login", USERS, hasher="default"),
-                    Login("django_argon2_login", argon, "/login", USERS, "argon%d", hasher="argon2"),
+                    Login(
+                        "django_gunicorn_login",
+                        "Django (gunicorn)",
+                        gunicorn,
+                        "/login",
+                        USERS,
+                        hasher="default",
+                    ),
+                    Login(
+                        "django_argon2_login",
+                        "Django (gunicorn) at the service's argon2 parameters",
+                        argon,
+                        "/login",
+                        USERS,
+                        "argon%d",
+                        hasher="argon2",
+                    ),
                 ],
                 seed=("django_app.py", env),
                 credential=_django_credential,
@@ -563,7 +590,7 @@ def make_peers(kind: str, args, tmp: Path, ours_url: str, argon2: dict) -> list[
                 "utilmeta",
                 [um],
                 me=[("utilmeta_me", um, "/api/user")],
-                logins=[Login("utilmeta_login", um, "/api/user/login", USERS)],
+                logins=[Login("utilmeta_login", "UtilMeta (gunicorn)", um, "/api/user/login", USERS)],
                 seed=("utilmeta_app.py", env),
                 credential=_utilmeta_credential,
                 describe={
@@ -747,9 +774,7 @@ def run_database(kind: str, args, tmp: Path, log_dir: Path) -> dict:
             read_scenarios += [(name, server.url + path, valid) for name, server, path in peer.me]
             for entry in peer.logins:
                 stored = hashes.get(entry.hasher or "hash", "")
-                describe[entry.scenario] = (
-                    f"{entry.scenario.removesuffix('_login')}: POST {entry.path}, {describe_hash(stored)}"
-                )
+                describe[entry.scenario] = f"{entry.label}: POST {entry.path}, {describe_hash(stored)}"
                 peer_logins.append(entry)
         read_scenarios = [s for s in read_scenarios if selected(args, s[0])]
         peer_logins = [entry for entry in peer_logins if selected(args, entry.scenario)]
@@ -1122,8 +1147,8 @@ Run: `.venv/bin/python bench/run.py --rounds {args.rounds} --duration {args.dura
 --connections {args.connections}`; each server one process: uvicorn with `{" ".join(UVICORN_FLAGS)}`,
 gunicorn with `{" ".join(GUNICORN_FLAGS)}` (its default sync worker); wrk from a separate process;
 servers alternate scenario by scenario within each round; every measurement follows a discarded
-warm-up of {args.warmup} s. Logins: 16 connections, 4 on a gunicorn sync worker (it serves one
-request at a time). Before being measured, every current-user route refused a missing credential and
+warm-up of {args.warmup} s. Logins: the service's 16 connections, the peers' 4 (enough to keep two
+cores hashing; a peer has no load shedding). Before being measured, every current-user route refused a missing credential and
 forged ones (another user's id under the original signature, an altered signature, alg "none"; for
 UtilMeta's session cookie, an altered and a made-up one) with 401/403 and accepted a valid one.
 
@@ -1181,6 +1206,7 @@ def main() -> int:
         default="*",
         help="scenarios to measure, comma-separated shell patterns (e.g. 'bare,me,*_me'); default all",
     )
+    parser.add_argument("--logs", type=Path, help="copy the servers' logs into this directory at the end")
     parser.add_argument(
         "--no-write",
         action="store_true",
@@ -1218,9 +1244,13 @@ def main() -> int:
                 else run_scale(args, tmp, log_dir)
             )
         except Exception:
+            if args.logs:
+                shutil.copytree(log_dir, args.logs, dirs_exist_ok=True)
             for log in sorted(log_dir.glob("*.log")):
                 print(f"--- {log.name}\n{log.read_text(errors='replace')[-2000:]}", file=sys.stderr)
             raise
+        if args.logs:
+            shutil.copytree(log_dir, args.logs, dirs_exist_ok=True)
         for kind, res in by_db.items():  # a peer left out: its server's last words
             for peer in res["_excluded"]:
                 for log in sorted(log_dir.glob(f"{peer}*-{kind}.log")):

@@ -25,7 +25,7 @@ declare -A PACKAGES=(
     [bare]='starlette uvicorn[standard]'
     [blacksheep]='blacksheep uvicorn[standard]'
     [fastapi-users]='fastapi-users[sqlalchemy] aiosqlite asyncpg uvicorn[standard]'
-    [django]='django djangorestframework djangorestframework-simplejwt argon2-cffi psycopg[binary] gunicorn uvicorn[standard]'
+    [django]='django djangorestframework djangorestframework-simplejwt argon2-cffi psycopg[binary,pool] gunicorn uvicorn[standard]'
     [litestar]='litestar[jwt] advanced-alchemy aiosqlite asyncpg argon2-cffi uvicorn[standard]'
     [utilmeta]='utilmeta django psycopg[binary] gunicorn'
 )

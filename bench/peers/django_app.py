@@ -7,7 +7,9 @@
 
 Served as `gunicorn django_app:application` (sync worker) or `uvicorn django_app:asgi_application`.
 Middleware: SecurityMiddleware and CommonMiddleware only (an API authenticated by JWT needs no
-sessions, CSRF or messages). Persistent database connections (CONN_MAX_AGE), as deployed.
+sessions, CSRF or messages). Database connections as Django's documentation advises: persistent
+(CONN_MAX_AGE) under gunicorn; under ASGI (DJANGO_SERVER=asgi) not persistent, with Django's psycopg
+connection pool on PostgreSQL.
 
 Environment: DJANGO_DATABASE (a path to an SQLite file, or postgres://user@host:port/name),
 SECRET_KEY, and DJANGO_HASHER: unset for Django's default PASSWORD_HASHERS (PBKDF2-SHA256 at the
@@ -39,7 +41,10 @@ class ServiceArgon2PasswordHasher(Argon2PasswordHasher):
 
 
 def _database(value: str) -> dict:
-    common = {"CONN_MAX_AGE": 600}
+    # Persistent connections under gunicorn (a sync worker: one thread, one connection). Under ASGI each
+    # request's sync code may run on a thread of its own, and a persistent connection per thread leaks
+    # (Django's documentation: disable them under ASGI); there PostgreSQL gets Django's psycopg pool.
+    asgi = os.environ.get("DJANGO_SERVER") == "asgi"
     if value.startswith(("postgres://", "postgresql://")):
         url = urlsplit(value)
         return {
@@ -49,9 +54,10 @@ def _database(value: str) -> dict:
             "PASSWORD": url.password or "",
             "HOST": url.hostname or "",
             "PORT": str(url.port or ""),
-            **common,
+            "CONN_MAX_AGE": 0 if asgi else 600,
+            "OPTIONS": {"pool": True} if asgi else {},
         }
-    return {"ENGINE": "django.db.backends.sqlite3", "NAME": value, **common}
+    return {"ENGINE": "django.db.backends.sqlite3", "NAME": value, "CONN_MAX_AGE": 0 if asgi else 600}
 
 
 # --- settings -------------------------------------------------------------------------------------

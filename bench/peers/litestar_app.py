@@ -124,13 +124,19 @@ async def seed(count: int) -> str:
     # inserted through a plain table (the PasswordHash column type would hash the hash again)
     stored = User.__table__.c.password.type.backend.hash(PASSWORD)
     plain = table(
-        "litestar_user", column("username"), column("email"), column("password"), column("is_active")
+        "litestar_user",
+        column("id"),
+        column("username"),
+        column("email"),
+        column("password"),
+        column("is_active"),
     )
     async with alchemy.get_engine().begin() as conn:
         await conn.execute(
             plain.insert(),
             [
                 {
+                    "id": i,  # explicit: the model's id sequence is applied by the ORM, not by this table
                     "username": f"bench{i}",
                     "email": f"bench{i}@example.com",
                     "password": stored,
