@@ -69,6 +69,7 @@ lint: install
 	$(BIN)/ruff check .
 
 # The benchmark (bench/run.py): needs wrk (apt-get install wrk) and PostgreSQL on 127.0.0.1:5432.
+# bench/setup.sh makes each peer's venv (bench/.peers/<peer>), again whenever the script changes.
 bench/.peers/.installed: bench/setup.sh
 	bench/setup.sh
 	touch $@

@@ -399,7 +399,7 @@ def test_dockerignore_keeps_secrets_and_local_state_out_of_the_build_context():
         "db.sqlite3",
         "db.sqlite3-wal",
         "apps/user/__pycache__/models.cpython-311.pyc",
-        "bench/.peers/bin/python",
+        "bench/.peers/django/bin/python",
         "bench/results/latest.json",
         "tests/system/test_nginx.py",
         ".pytest_cache/v/cache/lastfailed",
