@@ -10,10 +10,10 @@ reset" attack). The SPA's two pages take the token from the query string and POS
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlsplit
-
-import jinja2
 
 import settings
 from apps.mail import outbox
@@ -26,11 +26,20 @@ RESET_PATH = "/reset-password"
 PASSWORD_PAGE = "/settings/password"  # noqa: S105 (a path) - where /.well-known/change-password sends password managers
 
 _TEMPLATES = Path(__file__).parent / "templates" / "mail"
-_loader = jinja2.FileSystemLoader(_TEMPLATES)
-# StrictUndefined: a misspelt variable fails the test suite instead of mailing a blank.
-# The text part is not HTML: escaping would mail "&lt;" to a user named "<ann>".
-_text = jinja2.Environment(loader=_loader, autoescape=False, undefined=jinja2.StrictUndefined)  # noqa: S701
-_html = jinja2.Environment(loader=_loader, autoescape=True, undefined=jinja2.StrictUndefined)
+
+
+@cache
+def _environments() -> tuple[Any, Any]:
+    """The text and HTML template environments, made with the first mail: jinja2 is imported then,
+    so a worker that mails nothing is spared its ~2 MB (issue 12's RSS bound)."""
+    import jinja2
+
+    loader = jinja2.FileSystemLoader(_TEMPLATES)
+    # StrictUndefined: a misspelt variable fails the test suite instead of mailing a blank.
+    # The text part is not HTML: escaping would mail "&lt;" to a user named "<ann>".
+    text = jinja2.Environment(loader=loader, autoescape=False, undefined=jinja2.StrictUndefined)  # noqa: S701
+    html = jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined)
+    return text, html
 
 
 def _site() -> str:
@@ -48,11 +57,12 @@ def _duration(seconds: int) -> str:
 
 def _compose(template: str, to: str, subject: str, **context: object) -> Composed:
     context = {"site": _site(), "subject": subject, **context}
+    text, html = _environments()
     return Composed(
         to=to,
         subject=subject,
-        text=_text.get_template(f"{template}.txt").render(context).strip() + "\n",
-        html=_html.get_template(f"{template}.html").render(context),
+        text=text.get_template(f"{template}.txt").render(context).strip() + "\n",
+        html=html.get_template(f"{template}.html").render(context),
     )
 
 

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pyotp
-import segno
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
@@ -142,6 +141,8 @@ async def setup_totp(user: User, confirmation: accounts.Confirmation) -> TOTPSet
     # a whole SVG document (with its xmlns), so that a page can show it as an <img> from a data: URL
     # under a strict CSP instead of injecting markup
     svg = io.BytesIO()
+    import segno  # only when a QR code is drawn (TOTP setup): not in every worker's memory
+
     segno.make(uri, error="m").save(svg, kind="svg", xmldecl=False, scale=4)
     return TOTPSetup(secret=secret, otpauth_uri=uri, qr_svg=svg.getvalue().decode())
 

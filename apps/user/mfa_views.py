@@ -6,11 +6,12 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from apps.core.lazy import lazy_import
 from apps.core.openapi import operation
 from apps.core.permissions import login_required
 from apps.core.requests import read_json
 from apps.core.responses import json_response
-from apps.user import mfa, passkeys, transport
+from apps.user import mfa, transport
 from apps.user.clients import client_of
 from apps.user.schemas import (
     BrowserTokenOut,
@@ -23,6 +24,8 @@ from apps.user.schemas import (
     TOTPSetupOut,
 )
 from apps.user.views import account_of, confirmation
+
+passkeys = lazy_import("apps.user.passkeys")  # py_webauthn: loaded with the first passkey request
 
 TAGS = ("second factors",)
 NO_STORE = {"Cache-Control": "no-store"}  # secrets and codes: never kept by a cache

@@ -7,11 +7,12 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from apps.core.lazy import lazy_import
 from apps.core.openapi import operation
 from apps.core.permissions import login_required
 from apps.core.requests import read_json
 from apps.core.responses import json_response
-from apps.user import passkeys, transport
+from apps.user import transport
 from apps.user.clients import client_of
 from apps.user.schemas import (
     BrowserTokenOut,
@@ -27,6 +28,8 @@ from apps.user.schemas import (
     TokenPairOut,
 )
 from apps.user.views import account_of, confirmation
+
+passkeys = lazy_import("apps.user.passkeys")  # py_webauthn: loaded with the first passkey request
 
 TAGS = ("passkeys",)
 

@@ -50,7 +50,6 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 import asyncpg
-import redis.asyncio as redis
 from tortoise import connections
 
 import settings
@@ -444,7 +443,11 @@ class RedisPubSub(CrossHostListener):
     name = "redis"
 
     def __init__(self, url: str) -> None:
+        # imported here: a worker without REDIS_URL is spared the client's ~4 MB (issue 12's RSS bound)
+        import redis.asyncio as redis
+
         super().__init__()
+        self._errors = (redis.RedisError, OSError, TimeoutError)
         self._redis = redis.Redis.from_url(
             url,
             socket_connect_timeout=settings.DATABASE_TIMEOUT,
@@ -489,7 +492,7 @@ class RedisPubSub(CrossHostListener):
     async def publish(self, message: str) -> None:
         try:
             await self._redis.publish(CHANNEL, message)
-        except (redis.RedisError, OSError, TimeoutError) as exc:
+        except self._errors as exc:
             # The commit stands; other hosts hear of it when Redis answers again (their own listeners
             # are likely cut off too, and trust no cache meanwhile).
             logger.warning(
