@@ -63,7 +63,8 @@ test-soak: install
 # PostgreSQL database). Needs Node 20.19+ and chromium.
 test-spa: install
 	cd frontend && npm install --no-audit --no-fund --no-save && npm run gen:api \
-	  && git diff --exit-code -- src/api/schema.d.ts && npm run typecheck && npm run build && npm run e2e
+	  && git diff --exit-code -- src/api/schema.d.ts && npm run typecheck && node scripts/audit.mjs \
+	  && npm run build && npm run e2e
 
 lint: install
 	$(BIN)/ruff check .
