@@ -181,7 +181,9 @@ class Authenticator:
                 self._sessions.pop(session_id, None)
         for user_id in profiles:
             for session_id in self._sessions_of.get(user_id, ()):
-                self._sessions[session_id][0].profile_changed()
+                entry = self._sessions.get(session_id)
+                if entry is not None:
+                    entry[0].profile_changed()
 
     def forget_all(self) -> None:
         self._revocations_heard += 1

@@ -164,6 +164,30 @@ async def test_a_revocation_removes_the_sessions_it_names_and_no_other(world):
     assert store.lookups == 5
 
 
+async def test_a_profile_change_keeps_the_session_cached_and_marks_its_user_object_stale(world):
+    clock, store, signal, auth = world
+    token = token_for(clock)
+    user = await auth.user_for_token(token)
+    user.profile_json = b"{}"
+    assert not user.profile_stale
+    await signal.publish(profiles=[8])  # another account's user object: nothing here changes
+    assert not user.profile_stale and user.profile_json == b"{}"
+    await signal.publish(profiles=[7])  # e.g. a login elsewhere moved last_login
+    assert await auth.user_for_token(token) is user and store.lookups == 1  # still cached
+    assert user.profile_stale and user.profile_json is None
+
+    class Row:
+        email_verified, pending_email, has_usable_password, last_login = True, None, True, None
+
+    # a read that began before another change was heard does not make the object fresh
+    as_of = user.profile_changes
+    await signal.publish(profiles=[7])
+    user.read_profile(Row(), as_of)
+    assert user.profile_stale
+    user.read_profile(Row(), user.profile_changes)
+    assert not user.profile_stale and user.email_verified is True
+
+
 class Disconnected:
     """A cross-host listener that lost its connection."""
 
