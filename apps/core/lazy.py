@@ -13,8 +13,16 @@ import sys
 from types import ModuleType
 
 
-def lazy_import(name: str) -> ModuleType:
-    """The module `name`, executed when first used (at once if it is loaded already)."""
+def lazy_import(name: str, *, requires: tuple[str, ...] = ()) -> ModuleType:
+    """The module `name`, executed when first used (at once if it is loaded already). The packages it
+    `requires` must be installed now: a broken install fails at start-up, not in some later request.
+
+    Raises:
+        ModuleNotFoundError: `name` or one of `requires` is not installed.
+    """
+    for package in requires:
+        if importlib.util.find_spec(package) is None:
+            raise ModuleNotFoundError(f"{name} needs {package}, which is not installed", name=package)
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.find_spec(name)

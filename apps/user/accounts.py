@@ -133,6 +133,13 @@ async def _account_named(key: str, lookup: str, email: str | None) -> User | Non
     return next((u for u in found if u.email == key), found[0] if found else None)
 
 
+def login_key(email: str | None, username: str | None) -> str:
+    """What a login attempt is counted (throttles) and serialised (one password check at a time) under:
+    the identifier folded as usernames are (NFKC, case-folded). Every spelling that can reach one
+    account, an address or a username spelled like one (the email field finds both), is one key."""
+    return username_key(email if email is not None else username or "")
+
+
 async def authenticate(
     password: str, client: Client | None = None, *, email: str | None = None, username: str | None = None
 ) -> User:
@@ -150,17 +157,23 @@ async def authenticate(
     else:
         key, lookup = username_key(username or ""), "username_key"
     user = await _account_named(key, lookup, email)
-    if user is None:
-        await passwords.burn_password_check(password, account=(lookup, key))
-        raise InvalidCredentials()
     # Keyed by what the caller typed, not the user id: a 503 for "one check in flight" must not tell
-    # whether an identifier exists, or whether an email and a username are one account. No upgrade
-    # for an inactive account: computing the new hash would make a right password answer slower.
+    # whether an identifier exists, or whether an email and a username are one account.
+    account = ("login", login_key(email, username))
+    if user is None:
+        await passwords.burn_password_check(password, account=account)
+        raise InvalidCredentials()
+    # No upgrade for an inactive account: computing the new hash would make a right password answer
+    # slower.
     matches, upgraded_hash = await passwords.verify_password(
-        password, user.password, account=(lookup, key), upgrade=user.is_active
+        password, user.password, account=account, upgrade=user.is_active
     )
     if not matches or not user.is_active:
-        events.record_soon(events.LOGIN_FAILED, user.id, client)  # not now: timing (see there)
+        # Not for an address that found a username spelled like it: anybody may take a username that
+        # is somebody else's (old) address, and must not collect that person's failed logins (their
+        # IP and browser) in its own history.
+        if lookup == "username_key" or user.email == key:
+            events.record_soon(events.LOGIN_FAILED, user.id, client)  # not now: timing (see there)
         raise InvalidCredentials()
     if upgraded_hash:
         # Only the password column, and only if nobody changed it meanwhile.

@@ -146,8 +146,10 @@ class Authenticator:
         self._sessions: dict[str, tuple[AuthenticatedUser, float]] = {}
         self._sessions_of: dict[int, set[str]] = {}  # account id -> its cached sessions
         # Moves with every revocation heard: a session looked up while it moved is not cached, as the
-        # answer may predate the revocation.
+        # answer may predate the revocation. A profile change (every login publishes one) moves the
+        # second counter only: a session looked up meanwhile is cached, with its user object stale.
         self._revocations_heard = 0
+        self._profile_changes_heard = 0
         signal.listen(self)
 
     def claims(self, token: str) -> tokens.AccessClaims:
@@ -173,7 +175,11 @@ class Authenticator:
     # --- revocation.Listener ---
 
     def forget(self, sessions: Iterable[str], users: Iterable[int], profiles: Iterable[int] = ()) -> None:
-        self._revocations_heard += 1
+        sessions, users, profiles = list(sessions), list(users), list(profiles)
+        if sessions or users:
+            self._revocations_heard += 1
+        if profiles:
+            self._profile_changes_heard += 1
         for session_id in sessions:
             self._drop(session_id)
         for user_id in users:
@@ -232,7 +238,7 @@ class Authenticator:
         if trusted and cached is not None:
             user = cached
         else:
-            heard = self._revocations_heard
+            heard, profiles_heard = self._revocations_heard, self._profile_changes_heard
             try:
                 user = await self.load_session(claims.user_id, claims.session_id)
             except Exception as exc:
@@ -247,6 +253,8 @@ class Authenticator:
                 self._drop(claims.session_id)
                 raise TokenRefused("The session of this access token has ended.")
             if trusted and heard == self._revocations_heard:
+                if profiles_heard != self._profile_changes_heard:
+                    user.profile_changed()  # its user object may predate that change: read it again
                 self._remember(user)
         if user.id != claims.user_id:
             raise TokenRefused("The access token is malformed or not issued by this service.")

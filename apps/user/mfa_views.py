@@ -25,7 +25,8 @@ from apps.user.schemas import (
 )
 from apps.user.views import account_of, confirmation
 
-passkeys = lazy_import("apps.user.passkeys")  # py_webauthn: loaded with the first passkey request
+# py_webauthn is loaded with the first passkey request
+passkeys = lazy_import("apps.user.passkeys", requires=("webauthn", "cbor2"))
 
 TAGS = ("second factors",)
 NO_STORE = {"Cache-Control": "no-store"}  # secrets and codes: never kept by a cache

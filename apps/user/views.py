@@ -34,7 +34,7 @@ from apps.user.exceptions import (
     InvalidRefreshToken,
     SessionNotFound,
 )
-from apps.user.models import User, normalize_email, username_key
+from apps.user.models import User
 from apps.user.schemas import (
     AcceptedOut,
     AccountDeleteIn,
@@ -119,9 +119,8 @@ async def login(request: Request) -> Response:
     transport.refuse_cross_site(request)
     data = await read_json(request, LoginIn)
     client = client_of(request)
-    identifier = normalize_email(data.email) if data.email is not None else username_key(data.username or "")
     try:
-        async with throttles.login_attempt(identifier, client):
+        async with throttles.login_attempt(accounts.login_key(data.email, data.username), client):
             issued = await accounts.login(data.password, client, email=data.email, username=data.username)
     except Exception as exc:
         metrics.count_login(_login_outcome(exc))

@@ -45,8 +45,26 @@ async def test_an_address_wins_over_a_username_spelled_like_it(client):
     assert r.status_code == 200 and r.json()["user"]["id"] == ann["user"]["id"]
     r = await client.post("/user/login", json={"email": address, "password": "Bobs-own-Passw0rd"})
     assert_problem(r, 401, "invalid_credentials")
+
     r = await client.post("/user/login", json={"username": address, "password": "Bobs-own-Passw0rd"})
     assert r.status_code == 200 and r.json()["user"]["id"] == bob["user"]["id"]
+
+
+async def test_an_address_that_found_a_username_leaves_no_failed_login_in_its_history(client):
+    """Anybody may take a username that is somebody else's (old) address: that person's failed logins
+    through the email field (their IP, their browser) must not land in the squatter's history."""
+    from apps.user import events
+    from apps.user.models import Event
+
+    squatted = f"{unique()}@old.example.com"
+    squatter = await register(client, username=squatted, email=f"{unique()}@example.com")
+    r = await client.post("/user/login", json={"email": squatted, "password": "Typed-by-someone-else1"})
+    assert_problem(r, 401, "invalid_credentials")
+    r = await client.post("/user/login", json={"username": squatted, "password": "Wrong-by-the-owner1"})
+    assert_problem(r, 401, "invalid_credentials")
+    await events.drain()
+    failed = await Event.filter(user_id=squatter["user"]["id"], type=events.LOGIN_FAILED).count()
+    assert failed == 1  # the username login only
 
 
 async def test_login_sets_last_login(client):

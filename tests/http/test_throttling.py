@@ -76,6 +76,19 @@ async def test_failed_logins_per_account_and_ip_then_429_even_with_the_right_pas
     assert r.status_code == 200
 
 
+async def test_every_spelling_that_reaches_one_account_counts_as_one(client, from_ip, monkeypatch):
+    """The email field also finds a username spelled like an address, and usernames are compared
+    NFKC-folded and case-folded: fullwidth letters or another case must not buy new attempts."""
+    monkeypatch.setattr(settings, "THROTTLE_LOGIN_ACCOUNT", SMALL)
+    name = f"{unique()}@old.example.com"
+    await register(client, username=name, email=f"{unique()}@example.com")
+    attacker = from_ip(random_ip())
+    fullwidth = "".join(chr(ord(c) + 0xFEE0) if c.isalpha() and c.isascii() else c for c in name)
+    for spelling in (name, name.upper(), fullwidth):
+        assert_problem(await login(attacker, spelling, "Wrong-passw0rd"), 401)
+    assert_throttled(await login(attacker, name.title(), PASSWORD))
+
+
 async def test_a_success_clears_the_failures(client, from_ip, monkeypatch):
     monkeypatch.setattr(settings, "THROTTLE_LOGIN_ACCOUNT", SMALL)
     account = await register(client)

@@ -188,6 +188,23 @@ async def test_a_profile_change_keeps_the_session_cached_and_marks_its_user_obje
     assert not user.profile_stale and user.email_verified is True
 
 
+async def test_a_session_looked_up_across_a_profile_change_is_cached_with_its_user_object_stale(world):
+    """A login anywhere publishes a profile change: it must not stop other lookups from being cached
+    (as a revocation does), but what they read may predate it."""
+    clock, store, signal, auth = world
+    load = store.load
+
+    async def load_across_a_profile_change(user_id, session_id):
+        await signal.publish(profiles=[99])  # heard while this lookup waits on the database
+        return await load(user_id, session_id)
+
+    auth.load_session = load_across_a_profile_change
+    token = token_for(clock)
+    user = await auth.user_for_token(token)
+    assert user.profile_stale
+    assert await auth.user_for_token(token) is user and store.lookups == 1  # cached all the same
+
+
 class Disconnected:
     """A cross-host listener that lost its connection."""
 
