@@ -157,8 +157,8 @@ async def authenticate(
     else:
         key, lookup = username_key(username or ""), "username_key"
     user = await _account_named(key, lookup, email)
-    # Keyed by what the caller typed, not the user id: a 503 for "one check in flight" must not tell
-    # whether an identifier exists, or whether an email and a username are one account.
+    # Keyed by the identifier (folded, login_key), not the user id: a 503 for "one check in flight"
+    # must not tell whether an identifier exists, or whether an email and a username are one account.
     account = ("login", login_key(email, username))
     if user is None:
         await passwords.burn_password_check(password, account=account)
