@@ -11,7 +11,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The current user */
+        /**
+         * The current user
+         * @description Answered from request.user, which holds the whole user object: no query while this worker has the session cached and has heard of no change to the account since (authentication.py).
+         */
         get: operations["me"];
         put?: never;
         post?: never;
