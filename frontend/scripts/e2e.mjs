@@ -250,6 +250,16 @@ function record(ctx) {
   ctx.on("response", (response) =>
     later(
       (async () => {
+        const status = response.status();
+        // asked for at once: Chromium drops a body soon after its page moves on (a navigation, a
+        // closed tab), and a body the check could not read counts as a failure
+        const body =
+          status < 300 || status >= 400
+            ? response.text().then(
+                (text) => ({ text }),
+                (error) => ({ error }),
+              )
+            : null;
         let tokenAnswer = TOKEN_PATHS.test(new URL(response.url()).pathname);
         for (const header of await response.headerValues("set-cookie").catch(() => [])) {
           for (const line of header.split("\n")) {
@@ -259,14 +269,12 @@ function record(ctx) {
             if (value.replace(/"/g, "")) leak.tokens.add(value.replace(/"/g, ""));
           }
         }
-        const status = response.status();
-        if (status < 300 || status >= 400) {
-          try {
-            leak.bodies.push({ url: response.url(), text: await response.text() });
-          } catch (error) {
-            if (new URL(response.url()).pathname.startsWith("/user/") && status !== 204) {
-              leak.unread.push(`${status} ${response.url()} (${error.message.split("\n")[0]})`);
-            }
+        if (body) {
+          const { text, error } = await body;
+          if (error === undefined) {
+            leak.bodies.push({ url: response.url(), text });
+          } else if (new URL(response.url()).pathname.startsWith("/user/") && status !== 204) {
+            leak.unread.push(`${status} ${response.url()} (${error.message.split("\n")[0]})`);
           }
         }
         if (tokenAnswer) {
