@@ -434,33 +434,17 @@ class Peer:
     describe: dict[str, str] = field(default_factory=dict)
 
 
-def _fastapi_users_credential(peer: Peer) -> tuple[dict, list]:
-    r = httpx.post(
-        peer.servers[0].url + "/auth/jwt/login",
-        data={"username": "bench1@example.com", "password": PASSWORD},
-        timeout=60,
-    )
-    r.raise_for_status()
-    token = r.json()["access_token"]
-    return bearer(token), tampered_jwts(token)
+def _jwt_credential(path: str, token_field: str, *, form: bool = False, username: str = "bench1"):
+    """A peer's JWT login: POST `path` (JSON, or OAuth2's password form), the token in `token_field`."""
 
+    def credential(peer: Peer) -> tuple[dict, list]:
+        body = {"username": username, "password": PASSWORD}
+        r = httpx.post(peer.servers[0].url + path, **({"data": body} if form else {"json": body}), timeout=60)
+        r.raise_for_status()
+        token = r.json()[token_field]
+        return bearer(token), tampered_jwts(token)
 
-def _litestar_credential(peer: Peer) -> tuple[dict, list]:
-    r = httpx.post(
-        peer.servers[0].url + "/login", json={"username": "bench1", "password": PASSWORD}, timeout=60
-    )
-    r.raise_for_status()
-    token = r.json()["token"]
-    return bearer(token), tampered_jwts(token)
-
-
-def _django_credential(peer: Peer) -> tuple[dict, list]:
-    r = httpx.post(
-        peer.servers[0].url + "/login", json={"username": "bench1", "password": PASSWORD}, timeout=60
-    )
-    r.raise_for_status()
-    token = r.json()["access"]
-    return bearer(token), tampered_jwts(token)
+    return credential
 
 
 def _utilmeta_credential(peer: Peer) -> tuple[dict, list]:
@@ -513,7 +497,9 @@ def make_peers(kind: str, args, tmp: Path, ours_url: str, argon2: dict) -> list[
                     )
                 ],
                 seed=("fastapi_users_app.py", env),
-                credential=_fastapi_users_credential,
+                credential=_jwt_credential(
+                    "/auth/jwt/login", "access_token", form=True, username="bench1@example.com"
+                ),
                 describe={"fastapi_users_me": "fastapi-users: GET /users/me, JWT bearer, SQLAlchemy"},
             )
         )
@@ -530,7 +516,7 @@ def make_peers(kind: str, args, tmp: Path, ours_url: str, argon2: dict) -> list[
                 me=[("litestar_me", ls, "/me")],
                 logins=[Login("litestar_login", "Litestar", ls, "/login", USERS)],
                 seed=("litestar_app.py", env),
-                credential=_litestar_credential,
+                credential=_jwt_credential("/login", "token"),
                 describe={"litestar_me": "Litestar: GET /me, JWTAuth, user read through advanced-alchemy"},
             )
         )
@@ -575,7 +561,7 @@ def make_peers(kind: str, args, tmp: Path, ours_url: str, argon2: dict) -> list[
                     ),
                 ],
                 seed=("django_app.py", env),
-                credential=_django_credential,
+                credential=_jwt_credential("/login", "access"),
                 describe={
                     "django_gunicorn_me": "Django + DRF + simplejwt: GET /me, gunicorn sync worker",
                     "django_uvicorn_me": "Django + DRF + simplejwt: GET /me, uvicorn ASGI",
