@@ -27,7 +27,7 @@ from apps.user.exceptions import (
     UserNotFound,
     WrongPassword,
 )
-from apps.user.models import User, normalize_email, username_key
+from apps.user.models import UNUSABLE_PASSWORD_PREFIX, User, normalize_email, username_key
 from apps.user.sessions import IssuedTokens
 
 
@@ -95,7 +95,7 @@ async def create_user(
     password_hash = (
         await passwords.hash_password(password)
         if password
-        else passwords.UNUSABLE_PREFIX + secrets.token_urlsafe(30)
+        else UNUSABLE_PASSWORD_PREFIX + secrets.token_urlsafe(30)
     )
     try:
         return await User.create(

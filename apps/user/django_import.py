@@ -53,7 +53,13 @@ import asyncpg
 from pydantic import TypeAdapter, ValidationError
 
 from apps.user import accounts, passwords, usernames
-from apps.user.models import User, normalize_email, normalize_username, username_key
+from apps.user.models import (
+    UNUSABLE_PASSWORD_PREFIX,
+    User,
+    normalize_email,
+    normalize_username,
+    username_key,
+)
 from apps.user.schemas import Email, Username
 
 BATCH_SIZE = 1000
@@ -219,7 +225,7 @@ def _hasher(stored: str) -> str:
 def _verifiable(stored: str) -> bool:
     """Whether a login here can check a password against `stored`; unusable passwords (Django's `!…`)
     count as verifiable, as they are copied as they are and never log in anyway."""
-    return stored.startswith(passwords.UNUSABLE_PREFIX) or _hasher(stored) in VERIFIABLE_HASHERS
+    return stored.startswith(UNUSABLE_PASSWORD_PREFIX) or _hasher(stored) in VERIFIABLE_HASHERS
 
 
 class Source(Protocol):
@@ -518,7 +524,7 @@ async def _decide(batch: list[DjangoUser], report: Report) -> tuple[list[dict], 
         password = user.password
         if not _verifiable(password):
             report.unverifiable[user.id] = f"{username} ({_hasher(password)})"
-            password = passwords.UNUSABLE_PREFIX + secrets.token_urlsafe(30)
+            password = UNUSABLE_PASSWORD_PREFIX + secrets.token_urlsafe(30)
         values = {
             "username": username,
             "email": email,
@@ -546,7 +552,7 @@ async def _decide(batch: list[DjangoUser], report: Report) -> tuple[list[dict], 
         # likewise a later login here is not rolled back to Django's last_login. An unverifiable hash
         # already made unusable here stays as it is (a new random one would be a change every run).
         unusable_already = user.id in report.unverifiable and current.password.startswith(
-            passwords.UNUSABLE_PREFIX
+            UNUSABLE_PASSWORD_PREFIX
         )
         if not passwords.is_current(current.password) and not unusable_already:
             values["password"] = password

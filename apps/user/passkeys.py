@@ -73,7 +73,7 @@ from webauthn.helpers.structs import (
 import settings
 from apps.core.throttle import throttle
 from apps.mail import outbox
-from apps.user import accounts, events, mails, mfa, passwords, sessions, throttles
+from apps.user import accounts, events, mails, mfa, sessions, throttles
 from apps.user.clients import Client
 from apps.user.exceptions import (
     EmailUnverified,
@@ -441,7 +441,7 @@ async def confirm_with_passkey(user: User, session_id: str, credential: dict[str
         InvalidInput: the account has a usable password (the field `passkey` is not for it).
         PasskeyRejected: the answer is not such an answer.
     """
-    if not passwords.is_unusable(user.password):
+    if user.has_usable_password:
         raise InvalidInput("passkey", "This account has a password: confirm the change with it.")
     try:
         await _check_assertion(

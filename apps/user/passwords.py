@@ -58,7 +58,7 @@ from passlib.exc import UnknownHashError
 import settings
 from apps.core import lifecycle, metrics
 from apps.user.exceptions import HashingOverloaded
-from apps.user.models import UNUSABLE_PASSWORD_PREFIX, has_usable_password
+from apps.user.models import has_usable_password
 
 
 @cache
@@ -80,16 +80,6 @@ def _context() -> CryptContext:
         argon2__rounds=settings.PASSWORD_HASHER_TIME_COST,
         argon2__parallelism=settings.PASSWORD_HASHER_PARALLELISM,
     )
-
-
-# Django's marker for an unusable password (set_unusable_password); such a hash never verifies. The
-# rule lives with the model, which the user object (UserOut.has_usable_password) reads too.
-UNUSABLE_PREFIX = UNUSABLE_PASSWORD_PREFIX
-
-
-def is_unusable(stored: str) -> bool:
-    """Django's `not has_usable_password()`: an account made without a password."""
-    return not has_usable_password(stored)
 
 
 def _normalise(password: str) -> str:
@@ -115,7 +105,7 @@ _COST_FIELDS = {
 
 def _kind(stored: str) -> str:
     """Name the cost class of a stored hash: its scheme and cost parameters ("unusable", "unknown")."""
-    if is_unusable(stored):
+    if not has_usable_password(stored):  # Django's rule, with the model (such a hash never verifies)
         return UNUSABLE
     fields = stored.split("$")
     if fields[0] == "scrypt" and len(fields) == 6:  # scrypt$N$salt$r$p$digest

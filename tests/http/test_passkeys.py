@@ -16,8 +16,8 @@ import pytest
 
 import settings
 from apps.core import throttle as throttle_module
-from apps.user import events, links, passkeys, passwords
-from apps.user.models import Passkey, User, WebAuthnChallenge
+from apps.user import events, links, passkeys
+from apps.user.models import UNUSABLE_PASSWORD_PREFIX, Passkey, User, WebAuthnChallenge
 from tests.authenticator import ORIGIN, RP_ID, SoftwareAuthenticator, b64url
 from tests.helpers import PASSWORD, assert_problem, bearer, register, unique
 
@@ -549,7 +549,7 @@ async def test_an_unknown_passkey_is_refused(client):
 async def test_an_account_without_a_password_removes_a_passkey_with_a_passkey(client):
     account, authenticator, first = await account_with_passkey(client)
     second = await add_passkey(client, account, SoftwareAuthenticator(), name="Key")
-    await User.filter(id=account["user"]["id"]).update(password=passwords.UNUSABLE_PREFIX + "none")
+    await User.filter(id=account["user"]["id"]).update(password=UNUSABLE_PASSWORD_PREFIX + "none")
     # it logs in with the passkey alone (the password login is over for it)
     session = assert_logged_in_as(await passwordless(client, authenticator), account)
     assert account["user"]["has_usable_password"] is True
@@ -617,7 +617,7 @@ async def test_an_account_with_a_password_confirms_with_it(client):
 async def passwordless_account(client):
     """An account without a usable password, logged in with its passkey, and a fresh confirmation."""
     account, authenticator, _ = await account_with_passkey(client)
-    await User.filter(id=account["user"]["id"]).update(password=passwords.UNUSABLE_PREFIX + "none")
+    await User.filter(id=account["user"]["id"]).update(password=UNUSABLE_PASSWORD_PREFIX + "none")
     session = assert_logged_in_as(await passwordless(client, authenticator), account)
 
     async def confirmation() -> dict:

@@ -12,7 +12,7 @@ import pytest
 import settings
 from apps.mail.models import Mail
 from apps.user import events, links, passwords
-from apps.user.models import Event, Session, User
+from apps.user.models import UNUSABLE_PASSWORD_PREFIX, Event, Session, User
 from tests.helpers import PASSWORD, assert_problem, bearer, register, unique, user_with_hash
 
 NEW_PASSWORD = "A-brand-new-Passw0rd"
@@ -81,7 +81,7 @@ async def test_inactive_accounts_get_no_link_and_accounts_without_a_usable_passw
     """Unlike Django: the Django import gives an unusable password to people whose old hash cannot be
     verified here, and tells them to reset it."""
     inactive = await user_with_hash(await passwords.hash_password(PASSWORD), is_active=False)
-    unusable = await user_with_hash(passwords.UNUSABLE_PREFIX + "x")
+    unusable = await user_with_hash(UNUSABLE_PASSWORD_PREFIX + "x")
     for user in (inactive, unusable):
         await request_reset(client, user.email)
     await mailbox.deliver()
