@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import sqlite3
 from typing import Any
 
 import asyncpg
 from asyncpg.pool import PoolAcquireContext
 from tortoise.backends.asyncpg.client import AsyncpgDBClient
+from tortoise.backends.base.client import TransactionContext
+from tortoise.backends.sqlite.client import SqliteClient, SqliteTransactionContext, SqliteTransactionWrapper
+from tortoise.exceptions import TransactionManagementError
 
 ASYNCPG_ENGINE = "tortoise.backends.asyncpg"
 
@@ -19,7 +24,7 @@ def create_sqlite_file(config: dict) -> None:
     file is left as it is.
     """
     for connection in config["connections"].values():
-        if isinstance(connection, dict) and connection.get("engine") == "tortoise.backends.sqlite":
+        if isinstance(connection, dict) and _is_sqlite(connection):
             path = connection["credentials"]["file_path"]
             if path != ":memory:":
                 try:
@@ -69,14 +74,60 @@ class BoundedAsyncpgClient(AsyncpgDBClient):
         return BoundedPool(await super().create_pool(**kwargs), self.acquire_timeout)
 
 
+class _BoundedLock(asyncio.Lock):
+    """An asyncio.Lock whose acquire() gives up (TimeoutError) after `timeout` seconds."""
+
+    def __init__(self, timeout: float | None) -> None:
+        super().__init__()
+        self._timeout = timeout
+
+    async def acquire(self) -> bool:
+        async with asyncio.timeout(self._timeout):
+            return await super().acquire()
+
+
+class _SqliteTransaction(SqliteTransactionWrapper):
+    async def begin(self) -> None:
+        # Tortoise commits before BEGIN, in case the connection is inside a transaction: a hop to
+        # SQLite's thread for nothing, since holding the client's lock it never is (unless a COMMIT
+        # failed). Each hop costs an event-loop turn or two, with the lock held all along.
+        try:
+            if self._connection.in_transaction:
+                await self._connection.commit()
+            await self._connection.execute("BEGIN")
+        except sqlite3.OperationalError as exc:
+            raise TransactionManagementError(exc) from exc
+
+
+class BoundedSqliteClient(SqliteClient):
+    """Tortoise's SQLite client, whose one connection is shared by every request under one lock: a
+    request waits for it at most `lock_timeout` seconds, then is answered 503 (as a request that
+    cannot get a pooled PostgreSQL connection is) rather than lining up behind a backlog that only
+    grows. And a transaction begins in one hop to SQLite's thread rather than two."""
+
+    def __init__(self, file_path: str, *, lock_timeout: float | None = None, **kwargs: Any) -> None:
+        super().__init__(file_path, **kwargs)  # (every other keyword becomes a PRAGMA)
+        self._lock = _BoundedLock(lock_timeout)
+
+    def _in_transaction(self) -> TransactionContext:
+        return SqliteTransactionContext(_SqliteTransaction(self), self._lock)
+
+
 # Tortoise's engine protocol: an engine is a module that names its client class. bounded() points
-# PostgreSQL connections at this module.
-client_class = BoundedAsyncpgClient
+# PostgreSQL and SQLite connections at this module.
+def get_client_class(db_info: dict) -> type:
+    return BoundedSqliteClient if _is_sqlite(db_info) else BoundedAsyncpgClient
+
+
+def _is_sqlite(connection: dict) -> bool:
+    # Tortoise's own engine name, or this module's once bounded() took the connection over
+    return "file_path" in connection.get("credentials", {})
 
 
 def bounded(config: dict, timeout: float) -> dict:
     """`config` for a process that answers requests: with PostgreSQL, no wait on the database lasts
-    longer than `timeout` seconds (connecting, one statement; twice that for a pooled connection), so a
+    longer than `timeout` seconds (connecting, one statement; twice that for a pooled connection; with
+    SQLite, twice that for its one connection, BoundedSqliteClient), so a
     database that is down or does not answer turns into a 503 within the contract's 2 s rather than
     a request that hangs (a request can line up three such waits: a pooled connection, a statement,
     the cancellation of that statement). manage.py keeps asyncpg's defaults: a migration or a bulk
@@ -97,6 +148,10 @@ def bounded(config: dict, timeout: float) -> dict:
             # 503 as an overloaded service should. Worst case 2x + 1x (a statement) + 1x (its
             # cancellation) = 2 s at the default 0.5 s.
             credentials["acquire_timeout"] = 2 * timeout
+            connection = {**connection, "engine": __name__, "credentials": credentials}
+        elif isinstance(connection, dict) and _is_sqlite(connection):
+            # SQLite's one connection is the pool: the same bound on the wait for it
+            credentials = {**connection["credentials"], "lock_timeout": 2 * timeout}
             connection = {**connection, "engine": __name__, "credentials": credentials}
         connections[name] = connection
     return {**config, "connections": connections}

@@ -122,14 +122,15 @@ async def _account_named(key: str, lookup: str, email: str | None) -> User | Non
     with an @ in it (Django allows them, and sites that used the address as the username have them
     after the address changed): one form field, "email or username", then finds it. The address
     wins; both are one indexed query, so a miss costs what a hit does."""
+    accounts = User.annotate(**mfa.SECOND_FACTORS)  # what the login asks next, in the same query
     if email is None or "@" not in email:
-        return await User.get_or_none(**{lookup: key}) if _fits(lookup, key) else None
+        return await accounts.get_or_none(**{lookup: key}) if _fits(lookup, key) else None
     names = [
         Q(**{name: value})
         for name, value in (("email", key), ("username_key", username_key(email)))
         if _fits(name, value)
     ]
-    found = await User.filter(Q(*names, join_type=Q.OR)).limit(2) if names else []
+    found = await accounts.filter(Q(*names, join_type=Q.OR)).limit(2) if names else []
     return next((u for u in found if u.email == key), found[0] if found else None)
 
 
@@ -147,7 +148,8 @@ async def authenticate(
 
     Unknown account, wrong password and inactive account fail alike, in the same time. The returned
     user's `password` is the hash that was checked: sessions.start() opens a session only if it is
-    still the stored one. A failure for an existing account goes into its history (login_failed).
+    still the stored one; it also says which second factors the account has (mfa.SECOND_FACTORS).
+    A failure for an existing account goes into its history (login_failed).
 
     Raises:
         InvalidCredentials: whatever the reason.
@@ -201,7 +203,7 @@ async def login(
         await mails.queue(mails.verification(user))
         outbox.wake()
         raise EmailUnverified()
-    waiting = await mfa.second_factor_required(user)
+    waiting = mfa.second_factor_required(user)
     if waiting is not None:
         return waiting
     return await sessions.start(user, client, checked_password=user.password)

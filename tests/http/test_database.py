@@ -1,9 +1,15 @@
-"""The PostgreSQL pool skips asyncpg's per-release reset query, and nothing relies on it."""
+"""The PostgreSQL pool skips asyncpg's per-release reset query, and nothing relies on it; SQLite's one
+connection is waited for no longer than a pooled PostgreSQL connection is."""
+
+import time
 
 import pytest
 from tortoise import connections
+from tortoise.transactions import in_transaction
 
+import settings
 from apps.core.database import PooledConnection
+from tests.helpers import assert_problem
 
 
 async def test_postgres_pool_uses_connections_without_reset_query(app, backend):
@@ -27,3 +33,39 @@ async def test_transaction_left_open_is_still_rolled_back_on_release(app, backen
     # whichever pooled connection comes next, none is inside that transaction
     async with client.acquire_connection() as connection:
         assert not connection.is_in_transaction()
+
+
+async def test_a_request_waiting_too_long_for_sqlites_one_connection_is_answered_503(client, backend):
+    if backend != "sqlite":
+        pytest.skip("SQLite's one connection, shared under a lock, is SQLite's")
+    connection = connections.get("default")
+    assert connection._lock._timeout == 2 * settings.DATABASE_TIMEOUT  # database.bounded()
+    connection._lock._timeout = 0.2  # this test's patience, not the suite's 4 s
+    try:
+        async with connection._lock:  # what a transaction holds while it runs...
+            started = time.monotonic()
+            # ...so a login's lookup waits for it, then gives up: 503, not a queue that only grows
+            r = await client.post("/user/login", json={"username": "nobody", "password": "whatever-1"})
+            assert 0.2 <= time.monotonic() - started < 2
+        assert_problem(r, 503, "service_unavailable")
+        assert int(r.headers["retry-after"]) > 0
+        # the connection is free again: the next request is served
+        r = await client.post("/user/login", json={"username": "nobody", "password": "whatever-1"})
+        assert_problem(r, 401, "invalid_credentials")
+    finally:
+        connection._lock._timeout = 2 * settings.DATABASE_TIMEOUT
+
+
+async def test_sqlite_transactions_begin_commit_and_roll_back(app, backend):
+    if backend != "sqlite":
+        pytest.skip("the SQLite client's own transaction")
+    await connections.get("default").execute_script("CREATE TEMP TABLE probe (x INTEGER)")
+    with pytest.raises(RuntimeError):
+        async with in_transaction() as connection:
+            await connection.execute_query("INSERT INTO probe VALUES (1)")
+            raise RuntimeError("undo")
+    async with in_transaction() as connection:
+        await connection.execute_query("INSERT INTO probe VALUES (2)")
+    _, rows = await connections.get("default").execute_query("SELECT x FROM probe")
+    assert [row["x"] for row in rows] == [2]
+    assert not connections.get("default")._connection.in_transaction
