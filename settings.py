@@ -290,6 +290,7 @@ if REVOCATION_SIGNAL == "redis" and not REDIS_URL:
 # Seconds a request waits on PostgreSQL at most, per wait: to connect, for a pooled connection, for
 # one statement (apps/core/database.py, bounded()). Past it the request is answered 503 with
 # Retry-After. A request can line up three such waits, so the default keeps the 503 within 2 s.
+# SQLite: twice this for its one connection, which every request of the process shares.
 DATABASE_TIMEOUT = _float("DATABASE_TIMEOUT", 0.5, minimum=0.05)
 
 

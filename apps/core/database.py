@@ -5,13 +5,19 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 from asyncpg.pool import PoolAcquireContext
 from tortoise.backends.asyncpg.client import AsyncpgDBClient
 from tortoise.backends.base.client import TransactionContext
-from tortoise.backends.sqlite.client import SqliteClient, SqliteTransactionContext, SqliteTransactionWrapper
+from tortoise.backends.sqlite.client import (
+    SqliteClient,
+    SqliteTransactionContext,
+    SqliteTransactionWrapper,
+    translate_exceptions,
+)
 from tortoise.exceptions import TransactionManagementError
 
 ASYNCPG_ENGINE = "tortoise.backends.asyncpg"
@@ -97,6 +103,25 @@ class _SqliteTransaction(SqliteTransactionWrapper):
             await self._connection.execute("BEGIN")
         except sqlite3.OperationalError as exc:
             raise TransactionManagementError(exc) from exc
+
+    @translate_exceptions
+    async def pipeline(self, *statements: tuple[str, Sequence[Any]]) -> list[list[dict[str, Any]]]:
+        """The rows of each statement, run in order and handed to SQLite's thread all at once: one
+        turn of the event loop for them all rather than one each, while the transaction holds the
+        connection every request shares. Every statement runs whatever an earlier one did (matched
+        nothing, or failed: then the first error is raised once all have run, and the transaction
+        rolls back), so a statement must not depend on an earlier one's outcome, only on its effect."""
+        async with self.acquire_connection() as connection:
+            # gather starts the calls in order, and the thread runs what it is handed first come
+            # first served
+            results = await asyncio.gather(
+                *(connection.execute_fetchall(sql, values) for sql, values in statements),
+                return_exceptions=True,
+            )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return [[dict(row) for row in rows] for rows in results]
 
 
 class BoundedSqliteClient(SqliteClient):

@@ -163,7 +163,8 @@ def _usable(user: User, created_at: datetime, expires_at: datetime, revoked_at: 
 # A refresh is the service's most frequent write. Through the ORM it was five statements, each built
 # anew (the select_related join alone cost about 0.5 ms of query building). Here: claim the token and
 # read its session and account; move the session on and insert the successor. On PostgreSQL each is
-# one round trip (data-modifying CTEs); SQLite has no such CTEs and runs its statements one by one.
+# one round trip (data-modifying CTEs); SQLite has no such CTEs: each step's statements are handed to
+# its thread together (database.pipeline), one turn of the event loop.
 # A token that cannot be claimed (spent, unknown) takes the ORM path, _spent_or_unknown, rare.
 
 
@@ -188,9 +189,11 @@ _CLAIM_SQL = {
     "sqlite": (
         "UPDATE user_refresh_token SET used_at = ? WHERE digest = ? AND used_at IS NULL"
         " RETURNING id AS refresh_id, session_id",
+        # sent with the UPDATE (database.pipeline), so it names the session by the token's digest
         "SELECT s.id AS session_id, s.created_at AS session_created_at,"
         " s.expires_at AS session_expires_at, s.revoked_at AS session_revoked_at, u.*"
-        " FROM user_session s JOIN user_user u ON u.id = s.user_id WHERE s.id = ?",
+        " FROM user_session s JOIN user_user u ON u.id = s.user_id"
+        " WHERE s.id = (SELECT session_id FROM user_refresh_token WHERE digest = ?)",
     ),
 }
 _MOVE_ON = "UPDATE user_session SET last_used_at = {1}, expires_at = {2}, ip_address = {3} WHERE id = {4}"
@@ -217,11 +220,11 @@ async def _claim(connection: Any, digest: str, now: datetime) -> _Claimed | None
     and read its session and account; None if it could not be spent."""
     dialect = connection.capabilities.dialect
     statements = _CLAIM_SQL[dialect]
-    rows = await connection.execute_query_dict(statements[0], [now, digest])
-    if rows and dialect == "sqlite":
-        refresh_id = rows[0]["refresh_id"]
-        rows = await connection.execute_query_dict(statements[1], [rows[0]["session_id"]])
-        rows = [{**row, "refresh_id": refresh_id} for row in rows]
+    if dialect == "sqlite":
+        claimed, rows = await connection.pipeline((statements[0], [now, digest]), (statements[1], [digest]))
+        rows = [{**row, "refresh_id": claimed[0]["refresh_id"]} for row in rows] if claimed else []
+    else:
+        rows = await connection.execute_query_dict(statements[0], [now, digest])
     if not rows:
         return None
     row = rows[0]
@@ -258,10 +261,12 @@ async def _move_on(
         used = range(1, 8 if grace else 6)
         await connection.execute_query_dict(statements[0], [parameters[i] for i in used])
     else:
-        for statement, template in zip(statements, (_MOVE_ON, _INSERT, _SEAL), strict=False):
-            await connection.execute_query_dict(
-                statement, [parameters[i] for i in _SQLITE_PARAMETERS[template]]
+        await connection.pipeline(
+            *(
+                (statement, [parameters[i] for i in _SQLITE_PARAMETERS[template]])
+                for statement, template in zip(statements, (_MOVE_ON, _INSERT, _SEAL), strict=False)
             )
+        )
     return _issue(claimed.user, str(claimed.session_id), successor, now)
 
 

@@ -5,6 +5,7 @@ import time
 
 import pytest
 from tortoise import connections
+from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 import settings
@@ -69,3 +70,21 @@ async def test_sqlite_transactions_begin_commit_and_roll_back(app, backend):
     _, rows = await connections.get("default").execute_query("SELECT x FROM probe")
     assert [row["x"] for row in rows] == [2]
     assert not connections.get("default")._connection.in_transaction
+
+
+async def test_a_sqlite_pipeline_runs_in_order_and_fails_with_its_transaction(app, backend):
+    if backend != "sqlite":
+        pytest.skip("the SQLite transaction's pipeline")
+    await connections.get("default").execute_script("CREATE TEMP TABLE piped (x INTEGER UNIQUE)")
+    async with in_transaction() as connection:
+        inserted, counted = await connection.pipeline(
+            ("INSERT INTO piped VALUES (?) RETURNING x", [1]), ("SELECT count(*) AS n FROM piped", [])
+        )
+    assert inserted == [{"x": 1}] and counted == [{"n": 1}]  # the second saw the first's effect
+    with pytest.raises(IntegrityError):
+        async with in_transaction() as connection:
+            await connection.pipeline(
+                ("INSERT INTO piped VALUES (?)", [2]), ("INSERT INTO piped VALUES (?)", [1])
+            )
+    _, rows = await connections.get("default").execute_query("SELECT x FROM piped")
+    assert [row["x"] for row in rows] == [1]  # 2 went in, then rolled back with its transaction
