@@ -22,7 +22,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import settings
 from apps.core import metrics
-from apps.core.errors import InvalidToken, problem_from, problem_response, unexpected_error_response
+from apps.core.errors import (
+    InvalidToken,
+    database_unavailable_response,
+    is_database_fault,
+    problem_from,
+    problem_response,
+    unexpected_error_response,
+)
 from apps.core.logs import client_ip_var, escape_field, request_id_var, user_id_var
 from apps.user import authentication
 
@@ -296,9 +303,25 @@ class JWTAuthenticationBackend(AuthenticationBackend):
             user = await authentication.authenticator().user_for_token(token)
         except authentication.TokenRefused as exc:
             raise AuthenticationError(str(exc)) from None
+        except Exception as exc:
+            if is_database_fault(exc):
+                raise _DatabaseAway(exc) from exc
+            raise
         user_id_var.set(user.id)  # for the request's log lines; RequestContextMiddleware resets it
         return AuthCredentials(user.scopes), user
 
 
+class _DatabaseAway(AuthenticationError):
+    """The session lookup could not reach the database. Answered here, by the authentication layer's
+    error handler, with the 503 any request that needs the database gets: from inside the CORS layer,
+    so that a browser app reads a 503 with Retry-After rather than a CORS failure."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__("database unavailable")
+        self.cause = cause
+
+
 def authentication_failed(conn: HTTPConnection, exc: AuthenticationError) -> Response:
+    if isinstance(exc, _DatabaseAway):
+        return database_unavailable_response(exc.cause)
     return problem_from(InvalidToken(str(exc)))

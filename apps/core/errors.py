@@ -225,7 +225,8 @@ def unexpected_error_response(exc: BaseException) -> Response:
     The log line names the exception and where it was raised, never the traceback or the message
     (either can carry SQL, tokens or personal data); DEBUG adds both, to the log and the response.
     """
-    # raised outside the views (authentication's session look-up), or wrapped in another exception
+    # raised outside the views and outside authentication (which answers its own: middleware.py), or
+    # wrapped in another exception
     if is_database_fault(exc):
         return database_unavailable_response(exc)
     frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None

@@ -5,8 +5,8 @@ import logging
 import pytest
 
 import settings
-from apps.user import accounts
-from tests.helpers import PASSWORD, assert_problem, register, unique
+from apps.user import accounts, authentication
+from tests.helpers import PASSWORD, assert_problem, logged_in_account, register, unique
 
 
 async def test_malformed_json_is_400(client):
@@ -100,6 +100,28 @@ async def test_unreachable_database_is_503_with_retry_after(client, monkeypatch)
     assert_problem(r, 503, "service_unavailable")
     assert r.headers["retry-after"] == "5"
     assert "5432" not in r.text
+
+
+async def test_a_session_lookup_that_cannot_reach_the_database_is_a_503_a_browser_can_read(
+    client, monkeypatch
+):
+    account = await logged_in_account(client)
+    authenticator = authentication.authenticator()
+    authenticator.forget_all()  # not cached: the request must look its session up
+
+    async def unreachable(*args, **kwargs):
+        raise ConnectionRefusedError("connect call failed ('127.0.0.1', 5432)")
+
+    monkeypatch.setattr(authenticator, "load_session", unreachable)
+    origin = "http://localhost:5173"  # CORS_ALLOWED_ORIGINS (conftest)
+    r = await client.get(
+        "/user/me", headers={"Authorization": f"Bearer {account['access_token']}", "Origin": origin}
+    )
+    assert_problem(r, 503, "service_unavailable")
+    assert r.headers["retry-after"] == "5" and "5432" not in r.text
+    # from inside the CORS layer: the SPA reads the 503 and its Retry-After, not a CORS failure
+    assert r.headers["access-control-allow-origin"] == origin
+    assert "retry-after" in r.headers["access-control-expose-headers"].lower()
 
 
 async def test_unknown_host_is_refused_as_problem(client):
