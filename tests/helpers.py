@@ -291,7 +291,9 @@ def live_server(database_url: str, log_dir: Path, *uvicorn_args: str, env: dict[
             except subprocess.TimeoutExpired:  # a shutdown that hangs fails the test, and ends here
                 proc.kill()
                 proc.wait()
-                raise
+                # uvicorn says what it waits for, lifecycle which part will not stop
+                tail = log_path.read_text(errors="replace")[-4000:]
+                raise AssertionError(f"the server did not stop within 20 s; its log ends:\n{tail}") from None
 
 
 def api_paths() -> list[str]:

@@ -9,6 +9,7 @@ a web worker and a manage.py command get the same process, not two slightly diff
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import importlib.util
 import logging
@@ -48,6 +49,30 @@ async def _call(hook: Hook) -> None:
         await result
 
 
+async def cancel(task: asyncio.Task) -> None:
+    """Cancel a background task and wait until it has ended.
+
+    Cancelled until it ends, not once: Python 3.11's asyncio.wait_for (which the listeners and
+    aiosmtplib await replies with) loses a cancellation that arrives as the awaited reply does, and
+    returns the reply instead; a loop around it would go on for ever, and the process on stopping."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+
+
+SLOW_STOP_SECONDS = 5.0
+
+
+async def _stop(component: Component) -> None:
+    # A stop that hangs names itself in the log, so the operator (or a test) whose process will not
+    # end reads which part holds it; it is still awaited, as nothing else can end it safely.
+    stopping = asyncio.ensure_future(_call(component.stop))
+    done, _ = await asyncio.wait({stopping}, timeout=SLOW_STOP_SECONDS)
+    if not done:
+        logger.warning("stopping %s takes more than %.0f s", component.name, SLOW_STOP_SECONDS)
+    await stopping
+
+
 def register_components_of(app: str) -> None:
     """Import `<app>.apps` if the app has one: importing it registers the app's components."""
     if importlib.util.find_spec(f"{app}.apps") is not None:
@@ -70,6 +95,6 @@ async def running() -> AsyncIterator[None]:
         for component in reversed(started):
             if component.stop is not None:
                 try:
-                    await _call(component.stop)
+                    await _stop(component)
                 except Exception:  # one failing stop must not keep the others running
                     logger.exception("stopping %s failed", component.name)

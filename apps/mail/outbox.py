@@ -272,12 +272,7 @@ async def stop() -> None:
     task, _task = _task, None
     if task is None:
         return
-    # Cancelled until it ends, not once: Python 3.11's asyncio.wait_for, which aiosmtplib awaits every
-    # server reply with, loses a cancellation that arrives as the reply does, and the sender would go
-    # on sending (and the process on stopping) for ever.
-    while not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=0.1)
+    await lifecycle.cancel(task)
     if not task.cancelled() and task.exception() is not None:
         logger.error("the mail sender stopped on %s", type(task.exception()).__name__)
 

@@ -336,9 +336,7 @@ class CrossHostListener(abc.ABC):
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await lifecycle.cancel(self._task)
             self._task = None
 
     async def announce(self, connection: Any, message: str) -> None:
@@ -657,9 +655,7 @@ async def start() -> None:
 async def stop() -> None:
     global _signal, _resolving
     if _resolving is not None:
-        _resolving.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await _resolving
+        await lifecycle.cancel(_resolving)
         _resolving = None
     if _signal is not None:
         await _signal.close()

@@ -3,6 +3,7 @@ and accounts named (everything only when a reader fell a whole ring behind or me
 rewritten), and refusing a file that someone else could use to pin it. And the cross-host message
 format."""
 
+import asyncio
 import os
 import stat
 import subprocess
@@ -183,3 +184,34 @@ def test_the_default_path_depends_on_the_database_identity_only(monkeypatch):
     a = epoch_path("postgres:7713618177842829425:16384")
     assert a == epoch_path("postgres:7713618177842829425:16384")
     assert a != epoch_path("postgres:7713618177842829425:16385")
+
+
+class _Heartbeats(revocation.CrossHostListener):
+    """A cross-host listener whose connection answers each heartbeat when the test says so."""
+
+    name = "heartbeats"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.replies: asyncio.Queue = asyncio.Queue()
+
+    async def _session(self) -> None:
+        self._in_sync()
+        while True:  # as PostgresNotify's heartbeat awaits each SELECT 1
+            await asyncio.wait_for(await self.replies.get(), 10)
+
+
+async def test_a_listener_stops_when_its_heartbeat_reply_arrives_with_the_stop():
+    # Python 3.11's wait_for keeps the reply and drops a cancellation that arrives with it: stopped
+    # with one cancel, the listener went on for ever and the process never ended.
+    listener = _Heartbeats()
+    await listener.start(wait=5)
+    assert listener.synced
+    reply = asyncio.get_running_loop().create_future()
+    await listener.replies.put(reply)
+    await asyncio.sleep(0)
+    reply.set_result(None)
+    stopping = asyncio.create_task(listener.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=2)
+    assert done, "the listener did not stop"
+    assert listener._task is None
