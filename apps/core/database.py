@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 from collections.abc import Sequence
@@ -10,14 +11,15 @@ from typing import Any
 
 import asyncpg
 from asyncpg.pool import PoolAcquireContext
-from tortoise.backends.asyncpg.client import AsyncpgDBClient
-from tortoise.backends.base.client import TransactionContext
+from tortoise.backends.asyncpg.client import AsyncpgDBClient, TransactionWrapper
+from tortoise.backends.base.client import TransactionContext, TransactionContextPooled
 from tortoise.backends.sqlite.client import (
     SqliteClient,
     SqliteTransactionContext,
     SqliteTransactionWrapper,
     translate_exceptions,
 )
+from tortoise.connection import get_connections
 from tortoise.exceptions import TransactionManagementError
 
 ASYNCPG_ENGINE = "tortoise.backends.asyncpg"
@@ -69,8 +71,53 @@ class BoundedPool:
         return getattr(self._pool, name)
 
 
+# Tortoise 1.1's transaction contexts take their connection (PostgreSQL) or the one connection's lock
+# (SQLite) and point the task at the transaction, then send BEGIN; when BEGIN fails (a statement
+# timeout on a database that froze, a cancellation) they give neither back. A pooled connection was
+# then in use for ever (the pool one smaller, and its close at shutdown waiting 10 s for it); SQLite's
+# lock was held for ever (every later request 503); and the task went on using the dead transaction.
+# These two give everything back before the error goes on.
+
+
+class _PooledTransactionContext(TransactionContextPooled):
+    async def __aenter__(self) -> TransactionWrapper:
+        try:
+            return await super().__aenter__()
+        except BaseException:
+            if getattr(self, "token", None) is not None:
+                get_connections().reset(self.token)
+            if self.client._connection is not None:  # acquired: back to the pool (which rolls back)
+                await self.client._parent._pool.release(self.client._connection)
+                self.client._connection = None
+            raise
+
+
+class _SqliteTransactionContext(SqliteTransactionContext):
+    async def __aenter__(self) -> SqliteTransactionWrapper:
+        await self._trxlock.acquire()
+        token = None
+        try:
+            await self.ensure_connection()
+            token = self.token = get_connections().set(self.connection_name, self.connection)
+            await self.connection.begin()
+        except BaseException:
+            if token is not None:
+                get_connections().reset(token)
+            try:
+                # A cancelled BEGIN is still in SQLite's queue and runs: undone by a ROLLBACK queued
+                # after it (nothing, if no transaction began), or the next statements would run in a
+                # transaction nobody ends.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.connection._connection.rollback())
+            finally:
+                self._trxlock.release()
+            raise
+        return self.connection
+
+
 class BoundedAsyncpgClient(AsyncpgDBClient):
-    """Tortoise's asyncpg client with a pool whose acquire() is bounded (`acquire_timeout`, seconds)."""
+    """Tortoise's asyncpg client with a pool whose acquire() is bounded (`acquire_timeout`, seconds),
+    and transactions that give their connection back when BEGIN fails."""
 
     def __init__(self, *args, acquire_timeout: float | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -78,6 +125,9 @@ class BoundedAsyncpgClient(AsyncpgDBClient):
 
     async def create_pool(self, **kwargs) -> BoundedPool:
         return BoundedPool(await super().create_pool(**kwargs), self.acquire_timeout)
+
+    def _in_transaction(self) -> TransactionContext:
+        return _PooledTransactionContext(TransactionWrapper(self), self._pool_init_lock)
 
 
 class _BoundedLock(asyncio.Lock):
@@ -128,14 +178,15 @@ class BoundedSqliteClient(SqliteClient):
     """Tortoise's SQLite client, whose one connection is shared by every request under one lock: a
     request waits for it at most `lock_timeout` seconds, then is answered 503 (as a request that
     cannot get a pooled PostgreSQL connection is) rather than lining up behind a backlog that only
-    grows. And a transaction begins in one hop to SQLite's thread rather than two."""
+    grows. A transaction begins in one hop to SQLite's thread rather than two, and gives the lock
+    back when BEGIN fails."""
 
     def __init__(self, file_path: str, *, lock_timeout: float | None = None, **kwargs: Any) -> None:
         super().__init__(file_path, **kwargs)  # (every other keyword becomes a PRAGMA)
         self._lock = _BoundedLock(lock_timeout)
 
     def _in_transaction(self) -> TransactionContext:
-        return SqliteTransactionContext(_SqliteTransaction(self), self._lock)
+        return _SqliteTransactionContext(_SqliteTransaction(self), self._lock)
 
 
 # Tortoise's engine protocol: an engine is a module that names its client class. bounded() points

@@ -1,6 +1,7 @@
 """The PostgreSQL pool skips asyncpg's per-release reset query, and nothing relies on it; SQLite's one
 connection is waited for no longer than a pooled PostgreSQL connection is."""
 
+import asyncio
 import time
 
 import pytest
@@ -88,3 +89,29 @@ async def test_a_sqlite_pipeline_runs_in_order_and_fails_with_its_transaction(ap
             )
     _, rows = await connections.get("default").execute_query("SELECT x FROM piped")
     assert [row["x"] for row in rows] == [1]  # 2 went in, then rolled back with its transaction
+
+
+async def test_a_sqlite_transaction_whose_begin_fails_gives_the_connection_back(client, backend):
+    if backend != "sqlite":
+        pytest.skip("SQLite's one connection, shared under a lock, is SQLite's")
+    connection = connections.get("default")
+
+    async def transaction() -> None:
+        async with in_transaction():
+            pass
+
+    # cancelled while its BEGIN is with SQLite's thread (as at shutdown, or by a timeout): Tortoise
+    # kept the lock, and every later request waited for it and was answered 503
+    started = asyncio.create_task(transaction())
+    await asyncio.sleep(0)  # it holds the lock and awaits its BEGIN
+    assert connection._lock.locked()
+    started.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await started
+    assert not connection._lock.locked()
+    r = await client.post("/user/login", json={"username": "nobody", "password": "whatever-1"})
+    assert_problem(r, 401, "invalid_credentials")
+    # the BEGIN it sent was undone: the connection is in no transaction (a later write outside a
+    # transaction is committed at once, not held in a transaction nobody ends)
+    await connection.execute_query("SELECT 1")
+    assert not connection._connection.in_transaction

@@ -27,7 +27,12 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from tortoise import connections
+from tortoise.context import TortoiseContext
+from tortoise.transactions import in_transaction
 
+import settings
+from apps.core import database
 from tests.conftest import Mailbox
 from tests.helpers import PASSWORD, Cluster, bearer, live_server, postgres_cluster, unique
 
@@ -374,3 +379,32 @@ async def test_a_server_started_without_its_database_serves_once_it_is_back(
         await assert_stored_whole(cluster, [Registration(username, 0.0)])
     finally:
         await cluster.restore()
+
+
+async def test_a_transaction_whose_begin_gets_no_answer_gives_its_connection_back(cluster: Cluster):
+    """Tortoise kept the pooled connection of a transaction whose BEGIN failed, and left the task
+    using the dead transaction: the pool was one connection smaller for good (here, with one, nothing
+    was served again) and its close at shutdown waited 10 s for it."""
+    config = database.bounded(settings.tortoise_config(cluster.url("?maxsize=1")), 0.5)
+    async with TortoiseContext() as context:
+        await context.init(config=config)
+        client = connections.get("default")
+
+        async def transaction() -> int:
+            async with in_transaction() as connection:
+                return (await connection.execute_query("SELECT 1 AS one"))[1][0]["one"]
+
+        try:
+            assert await transaction() == 1  # the pool's one connection, open and idle
+            await cluster.freeze()
+            try:
+                with pytest.raises(TimeoutError):  # its BEGIN gets no answer
+                    await transaction()
+            finally:
+                await cluster.thaw()
+            assert connections.get("default") is client  # not the transaction that never began
+            assert await transaction() == 1  # the connection was given back, and is usable
+        finally:
+            started = time.monotonic()
+            await context.close_connections()
+            assert time.monotonic() - started < 2, "the pool's close waited for a connection not given back"
