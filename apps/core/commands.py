@@ -31,8 +31,9 @@ async def database():
     from apps.core import database as databases
     from apps.core import lifecycle
 
-    databases.create_sqlite_file(settings.TORTOISE_ORM)
-    await Tortoise.init(config=settings.TORTOISE_ORM, _enable_global_fallback=True)
+    config = databases.own_clients(settings.TORTOISE_ORM)
+    databases.create_sqlite_file(config)
+    await Tortoise.init(config=config, _enable_global_fallback=True)
     try:
         async with lifecycle.running():
             yield

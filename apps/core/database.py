@@ -86,9 +86,14 @@ class _PooledTransactionContext(TransactionContextPooled):
         except BaseException:
             if getattr(self, "token", None) is not None:
                 get_connections().reset(self.token)
-            if self.client._connection is not None:  # acquired: back to the pool (which rolls back)
-                await self.client._parent._pool.release(self.client._connection)
-                self.client._connection = None
+            connection, self.client._connection = self.client._connection, None
+            if connection is not None:
+                # Acquired, and in no known state (BEGIN sent or not, its cancellation perhaps in
+                # flight): closed, which frees its place in the pool at once, rather than reset,
+                # which on a frozen database would wait another acquire timeout for an answer.
+                connection.terminate()
+                with contextlib.suppress(Exception):  # the error to report is the one above
+                    await self.client._parent._pool.release(connection)
             raise
 
 
@@ -107,8 +112,9 @@ class _SqliteTransactionContext(SqliteTransactionContext):
                 # A cancelled BEGIN is still in SQLite's queue and runs: undone by a ROLLBACK queued
                 # after it (nothing, if no transaction began), or the next statements would run in a
                 # transaction nobody ends.
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self.connection._connection.rollback())
+                if self.connection._connection is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(self.connection._connection.rollback())
             finally:
                 self._trxlock.release()
             raise
@@ -198,6 +204,19 @@ def get_client_class(db_info: dict) -> type:
 def _is_sqlite(connection: dict) -> bool:
     # Tortoise's own engine name, or this module's once bounded() took the connection over
     return "file_path" in connection.get("credentials", {})
+
+
+def own_clients(config: dict) -> dict:
+    """`config` with its PostgreSQL and SQLite connections on this module's clients, unbounded: what
+    manage.py runs with (a migration or a bulk deletion may rightly run for minutes), with the
+    transactions that give back what a failed BEGIN took."""
+    connections = {}
+    for name, connection in config["connections"].items():
+        if isinstance(connection, dict):
+            if connection.get("engine") == ASYNCPG_ENGINE or _is_sqlite(connection):
+                connection = {**connection, "engine": __name__}
+        connections[name] = connection
+    return {**config, "connections": connections}
 
 
 def bounded(config: dict, timeout: float) -> dict:

@@ -49,15 +49,20 @@ async def _call(hook: Hook) -> None:
         await result
 
 
+CANCEL_GRACE_SECONDS = 1.0
+
+
 async def cancel(task: asyncio.Task) -> None:
     """Cancel a background task and wait until it has ended.
 
     Cancelled until it ends, not once: Python 3.11's asyncio.wait_for (which the listeners and
     aiosmtplib await replies with) loses a cancellation that arrives as the awaited reply does, and
-    returns the reply instead; a loop around it would go on for ever, and the process on stopping."""
+    returns the reply instead; a loop around it would go on for ever, and the process on stopping.
+    Each cancellation gets a grace second, so the task's own clean-up (closing its connection)
+    is not cut short by the next one."""
     while not task.done():
         task.cancel()
-        await asyncio.wait({task}, timeout=0.1)
+        await asyncio.wait({task}, timeout=CANCEL_GRACE_SECONDS)
 
 
 SLOW_STOP_SECONDS = 5.0
@@ -67,7 +72,11 @@ async def _stop(component: Component) -> None:
     # A stop that hangs names itself in the log, so the operator (or a test) whose process will not
     # end reads which part holds it; it is still awaited, as nothing else can end it safely.
     stopping = asyncio.ensure_future(_call(component.stop))
-    done, _ = await asyncio.wait({stopping}, timeout=SLOW_STOP_SECONDS)
+    try:
+        done, _ = await asyncio.wait({stopping}, timeout=SLOW_STOP_SECONDS)
+    except BaseException:  # the process is stopped harder: so is this part
+        stopping.cancel()
+        raise
     if not done:
         logger.warning("stopping %s takes more than %.0f s", component.name, SLOW_STOP_SECONDS)
     await stopping

@@ -1,6 +1,7 @@
 """Issue 4, point 1: manage.py with Django's command names, flags, prompts and exit codes."""
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -187,10 +188,18 @@ async def test_clearsessions_deletes_ended_and_expired(client, database_url):
 
 async def test_shell_runs_top_level_await(client, database_url):
     reg = await register(client)
-    script = f"n = await User.filter(username={reg['user']['username']!r}).count()\nprint('count', n)\n"
+    script = (
+        f"n = await User.filter(username={reg['user']['username']!r}).count()\nprint('count', n)\n"
+        # the project's clients (whose transactions give back what a failed BEGIN took), unbounded
+        "from tortoise import connections\n"
+        "c = connections.get('default')\n"
+        "bounds = getattr(c, 'acquire_timeout', None), getattr(getattr(c, '_lock', None), '_timeout', None)\n"
+        "print('client', type(c).__name__, *bounds)\n"
+    )
     result = manage("shell", database_url=database_url, input=script)
     assert result.returncode == 0, result.stderr
     assert "count 1" in result.stdout
+    assert re.search(r"client Bounded(Asyncpg|Sqlite)Client None None", result.stdout), result.stdout
     assert 'Use "await" directly' in result.stderr  # the banner
 
 
