@@ -225,28 +225,28 @@ def bounded(config: dict, timeout: float) -> dict:
     SQLite, twice that for its one connection, BoundedSqliteClient), so a
     database that is down or does not answer turns into a 503 within the contract's 2 s rather than
     a request that hangs (a request can line up three such waits: a pooled connection, a statement,
-    the cancellation of that statement). manage.py keeps asyncpg's defaults: a migration or a bulk
-    deletion may rightly run for minutes.
+    the cancellation of that statement). manage.py runs on own_clients(), unbounded.
 
     The pool keeps no connection open when idle (minsize 0, unless DATABASE_URL says otherwise), so
     creating it never waits on the database, and no background task reconnects and logs a traceback
     per attempt while the database is away: each request connects when it needs to, within `timeout`.
     Values DATABASE_URL sets itself (`?timeout=`, `?command_timeout=`, `?min_size=`) win.
     """
+    config = own_clients(config)
     connections = {}
     for name, connection in config["connections"].items():
-        if isinstance(connection, dict) and connection.get("engine") == ASYNCPG_ENGINE:
-            credentials = {"minsize": 0, "timeout": timeout, "command_timeout": timeout}
-            credentials |= connection["credentials"]
-            # Twice as long to wait for a pooled connection: under a burst the pool is merely busy
-            # (the benchmark's 64 connections saw 503s at 1x); past that the request is shed with a
-            # 503 as an overloaded service should. Worst case 2x + 1x (a statement) + 1x (its
-            # cancellation) = 2 s at the default 0.5 s.
-            credentials["acquire_timeout"] = 2 * timeout
-            connection = {**connection, "engine": __name__, "credentials": credentials}
-        elif isinstance(connection, dict) and _is_sqlite(connection):
-            # SQLite's one connection is the pool: the same bound on the wait for it
-            credentials = {**connection["credentials"], "lock_timeout": 2 * timeout}
-            connection = {**connection, "engine": __name__, "credentials": credentials}
+        if isinstance(connection, dict) and connection.get("engine") == __name__:
+            if _is_sqlite(connection):
+                # SQLite's one connection is the pool: the same bound on the wait for it
+                credentials = {**connection["credentials"], "lock_timeout": 2 * timeout}
+            else:
+                credentials = {"minsize": 0, "timeout": timeout, "command_timeout": timeout}
+                credentials |= connection["credentials"]
+                # Twice as long to wait for a pooled connection: under a burst the pool is merely
+                # busy (the benchmark's 64 connections saw 503s at 1x); past that the request is shed
+                # with a 503 as an overloaded service should. Worst case 2x + 1x (a statement) + 1x
+                # (its cancellation) = 2 s at the default 0.5 s.
+                credentials["acquire_timeout"] = 2 * timeout
+            connection = {**connection, "credentials": credentials}
         connections[name] = connection
     return {**config, "connections": connections}
